@@ -1,1 +1,126 @@
-//! placeholder
+//! Palisade's storage shell: one [`Store`] trait, implemented on SQLite (the embedded
+//! default) and PostgreSQL. Everything above this crate talks to the trait only, so the
+//! backend is a deployment choice, not a code path.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod model;
+mod sqlite;
+
+pub use model::*;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use palisade_audit::Receipt;
+use std::sync::Arc;
+
+/// Errors a store can return. Callers map `Unavailable` to a fail-closed 503 and the rest
+/// to client errors; none of them carries row contents.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store data corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict("already exists".into())
+            }
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                StoreError::Corrupt(e.to_string())
+            }
+            _ => StoreError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Unavailable(format!("migration failed: {e}"))
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The storage contract. Every tenant-scoped read takes the tenant id explicitly, so a
+/// caller cannot ask for another tenant's rows by id alone.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Store reachable (a trivial query succeeds).
+    async fn ping(&self) -> Result<()>;
+    /// All migrations known to this binary are applied.
+    async fn migrations_applied(&self) -> Result<bool>;
+
+    async fn create_tenant(&self, t: NewTenant) -> Result<Tenant>;
+    async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;
+    async fn list_tenants(&self, after: Option<&str>, limit: u32) -> Result<Vec<Tenant>>;
+    async fn update_tenant(&self, id: &str, patch: TenantPatch) -> Result<Option<Tenant>>;
+    /// Deletes the tenant, its keys and its data key (crypto-shredding its sealed
+    /// payloads). Receipts stay: the chain must still verify.
+    async fn delete_tenant(&self, id: &str) -> Result<bool>;
+
+    /// The tenant's wrapped data key, if one was stored.
+    async fn tenant_data_key(&self, tenant_id: &str) -> Result<Option<String>>;
+    /// Stores the wrapped data key unless one exists; returns the one in force.
+    async fn put_tenant_data_key(&self, tenant_id: &str, wrapped: &str) -> Result<String>;
+
+    async fn create_key(&self, k: NewApiKey) -> Result<ApiKey>;
+    /// Key lookup by public id, for authentication (any tenant).
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;
+    async fn list_keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>>;
+    async fn rotate_key(&self, tenant_id: &str, id: &str, new_hash: &str)
+    -> Result<Option<ApiKey>>;
+    async fn revoke_key(&self, tenant_id: &str, id: &str) -> Result<Option<ApiKey>>;
+    async fn touch_key(&self, id: &str, at_ms: i64) -> Result<()>;
+
+    /// Appends receipts atomically: each gets the next sequence number of its tenant's
+    /// chain and its predecessor's hash inside one transaction, so concurrent writers
+    /// never fork a chain. Returns the sealed receipts in input order.
+    async fn append_receipts(&self, receipts: Vec<Receipt>) -> Result<Vec<Receipt>>;
+    async fn get_receipt(&self, tenant_id: &str, id: &str) -> Result<Option<Receipt>>;
+    /// Newest first. `tenant_id: None` is the platform-admin view across tenants.
+    async fn list_receipts(
+        &self,
+        tenant_id: Option<&str>,
+        q: &ReceiptQuery,
+    ) -> Result<Vec<Receipt>>;
+    /// A tenant's chain in sequence order, from `from_seq` (inclusive).
+    async fn chain(&self, tenant_id: &str, from_seq: u64, limit: u32) -> Result<Vec<Receipt>>;
+    /// Tenants that have receipts (including deleted tenants).
+    async fn chain_tenants(&self) -> Result<Vec<String>>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the store named by a URL: `sqlite://PATH` (or `sqlite::memory:`).
+pub async fn open(url: &str) -> Result<DynStore> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Err(StoreError::Invalid(
+            "the PostgreSQL backend is not available in this build yet; use sqlite://PATH".into(),
+        ))
+    } else {
+        Err(StoreError::Invalid(format!(
+            "unsupported storage url scheme (expected sqlite://PATH or postgres://…): {}",
+            url.split(':').next().unwrap_or("")
+        )))
+    }
+}
+
+/// Current time in unix milliseconds. Kept here so every backend stamps rows alike.
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}

@@ -1,0 +1,367 @@
+//! `palisade demo`: the whole gateway, offline. Starts the mock Anthropic upstream and
+//! the real gateway (embedded SQLite in a temporary directory), creates the three SaaS
+//! tenants of the free/pro/enterprise example through the admin API, and sends requests
+//! through the real HTTP path the way an SDK does, narrating what happened.
+
+use anyhow::{Context, Result, bail};
+use palisade_mock::{MockConfig, MockServer};
+use palisade_server::RunningServer;
+use palisade_server::config::Config;
+use serde_json::{Value, json};
+
+const PLATFORM_KEY: &str = "sk-ant-demo-platform-key-0000";
+
+struct Demo {
+    http: reqwest::Client,
+    gateway: String,
+    admin: String,
+    mock: MockServer,
+}
+
+fn section(title: &str) {
+    println!(
+        "\n== {title} {}",
+        "=".repeat(70usize.saturating_sub(title.len()))
+    );
+}
+
+fn mask(s: &str) -> String {
+    if s.len() <= 12 {
+        return "****".into();
+    }
+    format!("{}…{}", &s[..8], &s[s.len() - 4..])
+}
+
+impl Demo {
+    async fn admin_post(&self, path: &str, body: Value) -> Result<Value> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.gateway))
+            .bearer_auth(&self.admin)
+            .json(&body)
+            .send()
+            .await?;
+        let status = r.status();
+        let v: Value = r.json().await?;
+        if !status.is_success() {
+            bail!("admin {path} answered {status}: {v}");
+        }
+        Ok(v)
+    }
+
+    async fn message(&self, key: &str, body: &Value) -> Result<(u16, Value, Option<String>)> {
+        let r = self
+            .http
+            .post(format!("{}/v1/messages", self.gateway))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .json(body)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let receipt = r
+            .headers()
+            .get("x-palisade-receipt-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let v: Value = r.json().await?;
+        Ok((status, v, receipt))
+    }
+
+    fn last_upstream(&self) -> Option<palisade_mock::RecordedRequest> {
+        self.mock.requests().pop()
+    }
+
+    fn show_upstream(&self) {
+        match self.last_upstream() {
+            Some(req) => {
+                println!(
+                    "  reached upstream: POST {} with x-api-key {} (the platform key; the client's Palisade key stayed in the gateway)",
+                    req.path,
+                    req.api_key().map(mask).unwrap_or_else(|| "(none)".into())
+                );
+            }
+            None => println!("  reached upstream: nothing"),
+        }
+    }
+}
+
+fn text_of(v: &Value) -> String {
+    v.get("content")
+        .and_then(Value::as_array)
+        .map(|blocks| {
+            blocks
+                .iter()
+                .filter_map(|b| match b.get("type").and_then(Value::as_str) {
+                    Some("text") => b.get("text").and_then(Value::as_str).map(str::to_string),
+                    Some("tool_use") => Some(format!(
+                        "[tool_use {} {}]",
+                        b.get("name").and_then(Value::as_str).unwrap_or("?"),
+                        b.get("input").cloned().unwrap_or(Value::Null)
+                    )),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+pub async fn run() -> Result<u8> {
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let mock = MockServer::start(MockConfig {
+        required_api_key: Some(PLATFORM_KEY.into()),
+        ..MockConfig::default()
+    })
+    .await
+    .context("starting the mock upstream")?;
+    let admin = "demo-admin-token-0123456789abcdef".to_string();
+    let mut config = Config::default();
+    config.listen = "127.0.0.1:0".into();
+    config.storage.url = format!("sqlite://{}", dir.path().join("palisade.db").display());
+    config.anthropic.base_url = mock.base_url();
+    config.anthropic.api_key = Some(PLATFORM_KEY.into());
+    config.admin.token = Some(admin.clone());
+    config.retry.max_retries = 0;
+    // A throwaway master key: the demo's database lives only as long as the demo.
+    let mut master = [0u8; 32];
+    aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut master)
+        .map_err(|_| anyhow::anyhow!("random number generator failed"))?;
+    config.secrets.master_key = Some(hex_encode(&master));
+    let server = RunningServer::start(config)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let demo = Demo {
+        http: reqwest::Client::new(),
+        gateway: server.base_url(),
+        admin,
+        mock,
+    };
+    println!(
+        "Palisade demo — gateway at {}, mock Anthropic upstream at {}",
+        demo.gateway,
+        demo.mock.base_url()
+    );
+    println!(
+        "Storage: embedded SQLite in a temporary directory. Everything below goes over real HTTP."
+    );
+
+    section("1. Tenants and keys (admin API)");
+    let mut keys = Vec::new();
+    for (id, name, plan, role) in [
+        ("acme", "Acme Notes", "free", "member"),
+        ("globex", "Globex CRM", "pro", "member"),
+        ("initech", "Initech Ops", "enterprise", "tenant_admin"),
+    ] {
+        demo.admin_post(
+            "/admin/v1/tenants",
+            json!({"id": id, "name": name, "plan": plan}),
+        )
+        .await?;
+        let key = demo
+            .admin_post(
+                &format!("/admin/v1/tenants/{id}/keys"),
+                json!({"name": format!("{id} backend"), "role": role, "user_id": format!("{id}-user-1")}),
+            )
+            .await?;
+        let secret = key["secret"].as_str().unwrap_or_default().to_string();
+        let kid = key["id"].as_str().unwrap_or_default().to_string();
+        println!(
+            "  tenant {id:<8} plan {plan:<10} key {kid} (secret {} shown once, stored only as a hash)",
+            mask(&secret)
+        );
+        keys.push((id, secret, kid));
+    }
+    let (acme, globex, initech) = (&keys[0], &keys[1], &keys[2]);
+
+    section("2. A plain call, as the Anthropic SDK makes it (tenant acme)");
+    let body = json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 256,
+        "system": "You are a helpful notes assistant.",
+        "messages": [{"role": "user", "content": "Summarise my meeting notes, please."}]
+    });
+    println!("  client sent: POST /v1/messages model=claude-sonnet-4-5 with its Palisade key");
+    let (status, v, receipt) = demo.message(&acme.1, &body).await?;
+    demo.show_upstream();
+    println!("  came back: {status} {:?}", text_of(&v));
+    println!("  receipt: {}", receipt.unwrap_or_default());
+
+    section("3. A streamed call (tenant globex)");
+    let r = demo
+        .http
+        .post(format!("{}/v1/messages", demo.gateway))
+        .header("x-api-key", &globex.1)
+        .json(&json!({
+            "model": "claude-haiku-4-5",
+            "max_tokens": 256,
+            "stream": true,
+            "messages": [{"role": "user", "content": "[[mock:reply=Streaming through Palisade, event by event.]] hi"}]
+        }))
+        .send()
+        .await?;
+    let receipt = r
+        .headers()
+        .get("x-palisade-receipt-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let text = r.text().await?;
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    let mut assembled = String::new();
+    for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if let Ok(v) = serde_json::from_str::<Value>(line) {
+            if let Some(t) = v.pointer("/delta/text").and_then(Value::as_str) {
+                assembled.push_str(t);
+            }
+        }
+    }
+    demo.show_upstream();
+    println!("  events relayed: {}", events.join(", "));
+    println!("  assembled text: {assembled:?}");
+    println!(
+        "  receipt: {} (committed before message_stop was released)",
+        receipt.unwrap_or_default()
+    );
+
+    section("4. An agent turn with a tool call (tenant initech)");
+    let (status, v, _) = demo
+        .message(
+            &initech.1,
+            &json!({
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 256,
+                "tools": [{"name": "createRecord", "description": "Create a CRM record", "input_schema": {"type": "object"}}],
+                "messages": [{"role": "user", "content": "[[mock:tool_use=createRecord:{\"name\":\"Ada\"}]] add Ada"}]
+            }),
+        )
+        .await?;
+    println!(
+        "  came back: {status} stop_reason={} {}",
+        v["stop_reason"],
+        text_of(&v)
+    );
+
+    section("5. count_tokens, and an upstream that is overloaded");
+    let r = demo
+        .http
+        .post(format!("{}/v1/messages/count_tokens", demo.gateway))
+        .header("x-api-key", &acme.1)
+        .json(&json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "How many tokens is this?"}]}))
+        .send()
+        .await?;
+    println!(
+        "  count_tokens: {} {}",
+        r.status().as_u16(),
+        r.text().await?
+    );
+    let (status, v, _) = demo
+        .message(
+            &acme.1,
+            &json!({"model": "claude-sonnet-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "[[mock:error=529]] hi"}]}),
+        )
+        .await?;
+    println!("  overloaded upstream: {status} {}", v["error"]);
+
+    section("6. Refusals: unknown fields, revoked keys, other tenants' receipts");
+    let (status, v, _) = demo
+        .message(
+            &acme.1,
+            &json!({"model": "claude-sonnet-4-5", "max_tokens": 16, "safety_settings": [{"category": "HARM_CATEGORY_HATE_SPEECH", "threshold": "BLOCK_LOW_AND_ABOVE"}], "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await?;
+    println!(
+        "  seed-style safety_settings: {status} {}",
+        v["error"]["message"].as_str().unwrap_or("")
+    );
+    let globex_receipts: Value = demo
+        .http
+        .get(format!("{}/v1/receipts?limit=1", demo.gateway))
+        .header("x-api-key", &globex.1)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let foreign = globex_receipts["data"][0]["id"]
+        .as_str()
+        .unwrap_or("none")
+        .to_string();
+    let r = demo
+        .http
+        .get(format!("{}/v1/receipts/{foreign}", demo.gateway))
+        .header("x-api-key", &acme.1)
+        .send()
+        .await?;
+    println!(
+        "  acme asks for globex's receipt {foreign}: {} (same answer as a missing id)",
+        r.status().as_u16()
+    );
+    demo.http
+        .post(format!(
+            "{}/admin/v1/tenants/acme/keys/{}/revoke",
+            demo.gateway, acme.2
+        ))
+        .bearer_auth(&demo.admin)
+        .send()
+        .await?
+        .error_for_status()?;
+    let before = demo.mock.requests().len();
+    let (status, v, _) = demo.message(&acme.1, &body).await?;
+    println!(
+        "  acme's key after revocation: {status} {} — upstream calls made: {}",
+        v["error"]["message"].as_str().unwrap_or(""),
+        demo.mock.requests().len() - before
+    );
+
+    section("7. Receipts (each tenant sees only its own)");
+    for (id, secret, _) in [globex, initech] {
+        let v: Value = demo
+            .http
+            .get(format!("{}/v1/receipts?limit=20", demo.gateway))
+            .header("x-api-key", secret)
+            .send()
+            .await?
+            .json()
+            .await?;
+        println!("  {id}:");
+        for r in v["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .rev()
+        {
+            println!(
+                "    #{:<2} {:<13} {:<14} model={:<18} upstream={:<4} tokens in/out={}/{} prompt_hmac={}…",
+                r["seq"],
+                r["kind"].as_str().unwrap_or(""),
+                r["decision"].as_str().unwrap_or(""),
+                r["model"].as_str().unwrap_or("-"),
+                r["upstream_status"],
+                r["input_tokens"],
+                r["output_tokens"],
+                r["prompt_hmac"]
+                    .as_str()
+                    .map(|s| &s[..12.min(s.len())])
+                    .unwrap_or("-"),
+            );
+        }
+    }
+
+    section("8. Verifying every tenant's receipt chain");
+    let store = server.state.store.clone();
+    let code = crate::audit_verify(&store, None).await?;
+    server.shutdown().await;
+    demo.mock.shutdown().await;
+    if code != 0 {
+        bail!("chain verification failed");
+    }
+    println!("\nDone. Run `palisade serve` with ANTHROPIC_API_KEY to put this in front of Claude.");
+    Ok(0)
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,303 @@
+//! Control plane: tenants and their API keys, for the platform admin. Every change is
+//! itself an `admin_change` receipt in the tenant's chain.
+
+use crate::auth::{ROLES, mint_key, mint_secret_for, require_admin};
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use palisade_audit::{AdminChange, Receipt, ReceiptKind};
+use palisade_store::{ApiKey, NewApiKey, NewTenant, TenantPatch, rfc3339_ms};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Parses a JSON body with a clear error instead of axum's plain-text rejection.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return serde_json::from_slice(b"{}")
+            .map_err(|e| ApiError::invalid("invalid_body", format!("request body required: {e}")));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid("invalid_body", format!("invalid request body: {e}")))
+}
+
+/// The `admin_change` receipt for a control-plane change; shared by the HTTP API and the
+/// CLI so both leave the same trail.
+pub fn change_receipt(tenant_id: &str, actor: &str, object: String, change: Value) -> Receipt {
+    let mut r = Receipt::new(
+        uuid::Uuid::now_v7().hyphenated().to_string(),
+        tenant_id,
+        ReceiptKind::AdminChange,
+        palisade_audit::format_created_at(palisade_store::now_ms().max(0) as u64),
+        "allow",
+    );
+    r.admin = Some(AdminChange {
+        actor: actor.into(),
+        object,
+        change,
+    });
+    r
+}
+
+async fn admin_receipt(
+    state: &AppState,
+    tenant_id: &str,
+    object: String,
+    change: Value,
+) -> Result<String, ApiError> {
+    let r = change_receipt(tenant_id, "platform_admin", object, change);
+    let sealed = state.receipts.commit(r).await?;
+    Ok(sealed.id)
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn create_tenant(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let new: NewTenant = parse_body(&body)?;
+    let tenant = state.store.create_tenant(new).await?;
+    admin_receipt(
+        &state,
+        &tenant.id,
+        format!("tenant/{}", tenant.id),
+        json!({"op": "create", "plan": tenant.plan}),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(tenant)).into_response())
+}
+
+pub async fn list_tenants(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = state
+        .store
+        .list_tenants(q.after.as_deref(), limit + 1)
+        .await?;
+    let has_more = rows.len() > limit as usize;
+    let data: Vec<_> = rows.into_iter().take(limit as usize).collect();
+    let next = if has_more {
+        data.last().map(|t| t.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(json!({"data": data, "has_more": has_more, "next_after": next})).into_response())
+}
+
+pub async fn get_tenant(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    match state.store.get_tenant(&id).await? {
+        Some(t) => Ok(Json(t).into_response()),
+        None => Err(ApiError::not_found(format!("tenant {id} not found"))),
+    }
+}
+
+pub async fn update_tenant(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let patch: TenantPatch = parse_body(&body)?;
+    let change = json!({"op": "update", "name": patch.name.is_some(), "plan": patch.plan, "attributes": patch.attributes.is_some()});
+    match state.store.update_tenant(&id, patch).await? {
+        Some(t) => {
+            state.forget_all_keys();
+            admin_receipt(&state, &id, format!("tenant/{id}"), change).await?;
+            Ok(Json(t).into_response())
+        }
+        None => Err(ApiError::not_found(format!("tenant {id} not found"))),
+    }
+}
+
+pub async fn delete_tenant(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    if state.store.get_tenant(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!("tenant {id} not found")));
+    }
+    // The receipt goes first, while the tenant's keys still exist; the deletion
+    // (and crypto-shredding of its data key) follows.
+    admin_receipt(&state, &id, format!("tenant/{id}"), json!({"op": "delete"})).await?;
+    state.store.delete_tenant(&id).await?;
+    state.forget_all_keys();
+    state.tenant_keys.forget(&id).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    name: Option<String>,
+    #[serde(default = "default_role")]
+    role: String,
+    user_id: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    /// RFC 3339.
+    expires_at: Option<String>,
+}
+
+fn default_role() -> String {
+    "member".into()
+}
+
+/// Scopes a key may carry; enforcement per endpoint arrives with zero-trust access.
+pub const SCOPES: &[&str] = &[
+    "messages",
+    "guard",
+    "receipts:read",
+    "approvals:decide",
+    "admin",
+    "act_as",
+];
+
+pub fn key_json(k: &ApiKey, secret: Option<&str>) -> Value {
+    let mut v = serde_json::to_value(k).unwrap_or(Value::Null);
+    if let (Some(s), Value::Object(m)) = (secret, &mut v) {
+        m.insert("secret".into(), Value::from(s));
+    }
+    v
+}
+
+async fn tenant_must_exist(state: &AppState, tenant: &str) -> Result<(), ApiError> {
+    if state.store.get_tenant(tenant).await?.is_none() {
+        return Err(ApiError::not_found(format!("tenant {tenant} not found")));
+    }
+    Ok(())
+}
+
+pub async fn create_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let req: CreateKey = parse_body(&body)?;
+    tenant_must_exist(&state, &tenant).await?;
+    if !ROLES.contains(&req.role.as_str()) {
+        return Err(ApiError::invalid(
+            "invalid_role",
+            format!("role must be one of {}", ROLES.join(", ")),
+        ));
+    }
+    if let Some(bad) = req.scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+        return Err(ApiError::invalid(
+            "invalid_scope",
+            format!("unknown scope {bad:?}; known: {}", SCOPES.join(", ")),
+        ));
+    }
+    let expires_at = match &req.expires_at {
+        None => None,
+        Some(s) => Some(rfc3339_ms::parse(s).ok_or_else(|| {
+            ApiError::invalid("invalid_expiry", "expires_at must be an RFC 3339 timestamp")
+        })?),
+    };
+    if req.name.as_ref().is_some_and(|n| n.len() > 200) {
+        return Err(ApiError::invalid(
+            "invalid_name",
+            "name must be at most 200 characters",
+        ));
+    }
+    let minted = mint_key(&*state.rng)?;
+    let key = state
+        .store
+        .create_key(NewApiKey {
+            id: minted.id,
+            tenant_id: tenant.clone(),
+            name: req.name,
+            role: req.role,
+            user_id: req.user_id,
+            scopes: req.scopes,
+            secret_hash: minted.secret_hash,
+            expires_at,
+        })
+        .await?;
+    admin_receipt(
+        &state,
+        &tenant,
+        format!("tenant/{tenant}/key/{}", key.id),
+        json!({"op": "create", "role": key.role}),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(key_json(&key, Some(&minted.secret))),
+    )
+        .into_response())
+}
+
+pub async fn list_keys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    tenant_must_exist(&state, &tenant).await?;
+    let keys = state.store.list_keys(&tenant).await?;
+    let data: Vec<Value> = keys.iter().map(|k| key_json(k, None)).collect();
+    Ok(Json(json!({"data": data})).into_response())
+}
+
+pub async fn rotate_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let (secret, hash) = mint_secret_for(&id, &*state.rng)?;
+    let Some(key) = state.store.rotate_key(&tenant, &id, &hash).await? else {
+        return Err(ApiError::not_found(format!("key {id} not found")));
+    };
+    state.forget_key(&id).await;
+    admin_receipt(
+        &state,
+        &tenant,
+        format!("tenant/{tenant}/key/{id}"),
+        json!({"op": "rotate"}),
+    )
+    .await?;
+    Ok(Json(key_json(&key, Some(&secret))).into_response())
+}
+
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let Some(key) = state.store.revoke_key(&tenant, &id).await? else {
+        return Err(ApiError::not_found(format!("key {id} not found")));
+    };
+    state.forget_key(&id).await;
+    admin_receipt(
+        &state,
+        &tenant,
+        format!("tenant/{tenant}/key/{id}"),
+        json!({"op": "revoke"}),
+    )
+    .await?;
+    Ok(Json(key_json(&key, None)).into_response())
+}

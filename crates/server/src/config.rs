@@ -1,0 +1,441 @@
+//! Gateway configuration: a YAML file (`palisade.yaml`) overlaid by `PALISADE_*`
+//! environment variables. Every leaf setting has an env name derived from its path
+//! (`anthropic.base_url` → `PALISADE_ANTHROPIC_BASE_URL`), so nothing needs a file.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the data and control planes listen on.
+    pub listen: String,
+    pub storage: StorageConfig,
+    pub anthropic: AnthropicConfig,
+    pub timeouts: TimeoutConfig,
+    pub limits: LimitConfig,
+    pub retry: RetryConfig,
+    pub admin: AdminConfig,
+    pub secrets: SecretsConfig,
+    pub receipts: ReceiptConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite://PATH` (the embedded default) or `postgres://…`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnthropicConfig {
+    pub base_url: String,
+    /// The platform's upstream key. `ANTHROPIC_API_KEY` is also read when this is empty.
+    pub api_key: Option<String>,
+    /// `anthropic-version` sent when the client sent none.
+    pub default_version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutConfig {
+    pub connect_ms: u64,
+    /// Until the upstream's response headers arrive.
+    pub first_byte_ms: u64,
+    /// Longest silence between two stream events.
+    pub idle_ms: u64,
+    /// Whole non-streaming call, body included.
+    pub total_ms: u64,
+    /// How long SIGTERM waits for in-flight requests.
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitConfig {
+    pub max_body_bytes: usize,
+    pub max_json_depth: usize,
+    pub max_sse_event_bytes: usize,
+    /// Largest upstream non-streaming body accepted.
+    pub max_upstream_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Extra attempts for non-streaming calls on 429/529/5xx (0 = none).
+    pub max_retries: u32,
+    pub base_backoff_ms: u64,
+    /// A `retry-after` longer than this is not waited for; the error goes to the client.
+    pub max_backoff_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Platform admin bearer token. Without one the control plane refuses everything.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// Master key (base64 of 32 bytes) wrapping per-tenant data keys.
+    pub master_key: Option<String>,
+    /// File holding the master key; created (mode 0600) when missing and no key is given.
+    pub master_key_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiptConfig {
+    /// Most receipts committed in one transaction (group commit).
+    pub max_batch: usize,
+    /// Whether the client address is recorded.
+    pub record_client_addr: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            storage: StorageConfig::default(),
+            anthropic: AnthropicConfig::default(),
+            timeouts: TimeoutConfig::default(),
+            limits: LimitConfig::default(),
+            retry: RetryConfig::default(),
+            admin: AdminConfig::default(),
+            secrets: SecretsConfig::default(),
+            receipts: ReceiptConfig::default(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://./palisade.db".into(),
+        }
+    }
+}
+
+impl Default for AnthropicConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.anthropic.com".into(),
+            api_key: None,
+            default_version: "2023-06-01".into(),
+        }
+    }
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        Self {
+            connect_ms: 5_000,
+            first_byte_ms: 120_000,
+            idle_ms: 60_000,
+            total_ms: 600_000,
+            shutdown_grace_ms: 30_000,
+        }
+    }
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 32 * 1024 * 1024,
+            max_json_depth: 64,
+            max_sse_event_bytes: 1024 * 1024,
+            max_upstream_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            base_backoff_ms: 250,
+            max_backoff_ms: 10_000,
+        }
+    }
+}
+
+impl Default for ReceiptConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 512,
+            record_client_addr: true,
+        }
+    }
+}
+
+impl TimeoutConfig {
+    pub fn connect(&self) -> Duration {
+        Duration::from_millis(self.connect_ms)
+    }
+    pub fn first_byte(&self) -> Duration {
+        Duration::from_millis(self.first_byte_ms)
+    }
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms)
+    }
+    pub fn total(&self) -> Duration {
+        Duration::from_millis(self.total_ms)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+
+impl Config {
+    /// Loads `path` (if given) then applies `PALISADE_*` variables from `env`.
+    pub fn load(
+        path: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let base = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::File {
+                    path: p.into(),
+                    message: e.to_string(),
+                })?;
+                Self::from_yaml(&text, p)?
+            }
+            None => Self::default(),
+        };
+        base.with_env(env)
+    }
+
+    /// Parses YAML; errors carry line and column.
+    pub fn from_yaml(text: &str, path: &str) -> Result<Self, ConfigError> {
+        if text.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::File {
+                path: path.into(),
+                message: "file larger than 1 MiB".into(),
+            });
+        }
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_saphyr::from_str::<Config>(text).map_err(|e| ConfigError::File {
+            path: path.into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Overlays `PALISADE_<PATH>` variables onto every leaf of the configuration.
+    pub fn with_env(
+        self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("PALISADE_") || k == "ANTHROPIC_API_KEY")
+            .collect();
+        let mut tree = serde_json::to_value(&self)
+            .map_err(|e| ConfigError::Invalid(format!("config encode: {e}")))?;
+        // Leaves and their types come from the default config, so Option fields that are
+        // None in the file are still settable.
+        let template = serde_json::to_value(Config::default())
+            .map_err(|e| ConfigError::Invalid(format!("config encode: {e}")))?;
+        let mut leaves = Vec::new();
+        collect_leaves(&template, &mut Vec::new(), &mut leaves);
+        for (path, kind) in leaves {
+            let name = format!("PALISADE_{}", path.join("_").to_ascii_uppercase());
+            let Some((_, raw)) = env.iter().find(|(k, _)| *k == name) else {
+                continue;
+            };
+            let value = match kind {
+                Leaf::Bool => match raw.as_str() {
+                    "1" | "true" | "yes" | "on" => Value::Bool(true),
+                    "0" | "false" | "no" | "off" => Value::Bool(false),
+                    _ => {
+                        return Err(ConfigError::Env {
+                            name,
+                            message: "expected true or false".into(),
+                        });
+                    }
+                },
+                Leaf::Number => match raw.trim().parse::<u64>() {
+                    Ok(n) => Value::from(n),
+                    Err(_) => {
+                        return Err(ConfigError::Env {
+                            name,
+                            message: "expected a non-negative whole number".into(),
+                        });
+                    }
+                },
+                Leaf::String => Value::String(raw.clone()),
+            };
+            set_path(&mut tree, &path, value);
+        }
+        let mut cfg: Config = serde_json::from_value(tree)
+            .map_err(|e| ConfigError::Invalid(format!("after environment overrides: {e}")))?;
+        if cfg.anthropic.api_key.as_deref().is_none_or(str::is_empty) {
+            if let Some((_, k)) = env.iter().find(|(k, _)| k == "ANTHROPIC_API_KEY") {
+                cfg.anthropic.api_key = Some(k.clone());
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Rejects settings that would make the gateway unsafe or unusable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad("listen must be an address such as 127.0.0.1:8080");
+        }
+        if !(self.anthropic.base_url.starts_with("http://")
+            || self.anthropic.base_url.starts_with("https://"))
+        {
+            return bad("anthropic.base_url must start with http:// or https://");
+        }
+        if self.limits.max_body_bytes == 0 || self.limits.max_body_bytes > 512 * 1024 * 1024 {
+            return bad("limits.max_body_bytes must be between 1 and 536870912");
+        }
+        if self.limits.max_json_depth == 0 || self.limits.max_json_depth > 512 {
+            return bad("limits.max_json_depth must be between 1 and 512");
+        }
+        if self.limits.max_sse_event_bytes < 1024 {
+            return bad("limits.max_sse_event_bytes must be at least 1024");
+        }
+        for (name, v) in [
+            ("timeouts.connect_ms", self.timeouts.connect_ms),
+            ("timeouts.first_byte_ms", self.timeouts.first_byte_ms),
+            ("timeouts.idle_ms", self.timeouts.idle_ms),
+            ("timeouts.total_ms", self.timeouts.total_ms),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be greater than 0"
+                )));
+            }
+        }
+        if self.receipts.max_batch == 0 {
+            return bad("receipts.max_batch must be greater than 0");
+        }
+        if let Some(t) = &self.admin.token {
+            if t.len() < 16 {
+                return bad("admin.token must be at least 16 characters");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Leaf {
+    Bool,
+    Number,
+    String,
+}
+
+fn collect_leaves(v: &Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, Leaf)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                path.push(k.clone());
+                collect_leaves(v, path, out);
+                path.pop();
+            }
+        }
+        Value::Bool(_) => out.push((path.clone(), Leaf::Bool)),
+        Value::Number(_) => out.push((path.clone(), Leaf::Number)),
+        _ => out.push((path.clone(), Leaf::String)),
+    }
+}
+
+fn set_path(tree: &mut Value, path: &[String], value: Value) {
+    let mut cur = tree;
+    for (i, seg) in path.iter().enumerate() {
+        let Value::Object(m) = cur else { return };
+        if i + 1 == path.len() {
+            m.insert(seg.clone(), value);
+            return;
+        }
+        cur = m
+            .entry(seg.clone())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn env_overrides_every_leaf_kind() {
+        let cfg = Config::default()
+            .with_env(env(&[
+                ("PALISADE_LISTEN", "0.0.0.0:9000"),
+                ("PALISADE_ANTHROPIC_BASE_URL", "http://127.0.0.1:1"),
+                ("PALISADE_TIMEOUTS_IDLE_MS", "1234"),
+                ("PALISADE_RECEIPTS_RECORD_CLIENT_ADDR", "false"),
+                ("PALISADE_ADMIN_TOKEN", "0123456789abcdef"),
+                ("ANTHROPIC_API_KEY", "sk-ant-platform"),
+                ("UNRELATED", "x"),
+            ]))
+            .unwrap();
+        assert_eq!(cfg.listen, "0.0.0.0:9000");
+        assert_eq!(cfg.anthropic.base_url, "http://127.0.0.1:1");
+        assert_eq!(cfg.timeouts.idle_ms, 1234);
+        assert!(!cfg.receipts.record_client_addr);
+        assert_eq!(cfg.admin.token.as_deref(), Some("0123456789abcdef"));
+        assert_eq!(cfg.anthropic.api_key.as_deref(), Some("sk-ant-platform"));
+    }
+
+    #[test]
+    fn bad_env_values_are_named() {
+        let e = Config::default()
+            .with_env(env(&[("PALISADE_TIMEOUTS_IDLE_MS", "soon")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("PALISADE_TIMEOUTS_IDLE_MS"), "{e}");
+        let e = Config::default()
+            .with_env(env(&[("PALISADE_TIMEOUTS_IDLE_MS", "0")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("timeouts.idle_ms"), "{e}");
+    }
+
+    #[test]
+    fn yaml_errors_have_location() {
+        let e = Config::from_yaml("listen: 1.2.3.4:5\nstorage:\n  ur1: x\n", "p.yaml").unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("p.yaml:"), "{s}");
+        assert!(s.contains("ur1"), "{s}");
+        assert!(s.contains('3'), "line number expected: {s}");
+    }
+
+    #[test]
+    fn yaml_file_then_env() {
+        let cfg = Config::from_yaml(
+            "listen: 127.0.0.1:7000\nanthropic:\n  base_url: http://localhost:1\n",
+            "x",
+        )
+        .unwrap()
+        .with_env(env(&[("PALISADE_LISTEN", "127.0.0.1:7001")]))
+        .unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:7001");
+        assert_eq!(cfg.anthropic.base_url, "http://localhost:1");
+    }
+}

@@ -1,0 +1,804 @@
+//! The Anthropic-compatible data plane: `/v1/messages` (plain and streamed) and
+//! `/v1/messages/count_tokens`. The client's Palisade key stops here; the upstream sees
+//! the platform's key. Every call ends in exactly one committed receipt.
+
+use crate::auth::{Principal, authenticate};
+use crate::error::ApiError;
+use crate::receipt_build::{Draft, commit_draft};
+use crate::sse::{SseParser, encode};
+use crate::state::AppState;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Top-level fields of the Messages API that Palisade forwards. Anything else is refused
+/// before the upstream: an unknown field would make the upstream reject the call anyway,
+/// and silently dropping it would hide a client bug.
+const MESSAGE_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "system",
+    "metadata",
+    "stop_sequences",
+    "stream",
+    "temperature",
+    "top_p",
+    "top_k",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "service_tier",
+    "container",
+    "mcp_servers",
+    "context_management",
+    "output_format",
+];
+
+const COUNT_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "mcp_servers",
+    "context_management",
+    "output_format",
+];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Endpoint {
+    Messages,
+    CountTokens,
+}
+
+impl Endpoint {
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::Messages => "/v1/messages",
+            Endpoint::CountTokens => "/v1/messages/count_tokens",
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "count_tokens",
+        }
+    }
+}
+
+pub async fn messages(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(state, peer, headers, body, Endpoint::Messages).await
+}
+
+pub async fn count_tokens(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(state, peer, headers, body, Endpoint::CountTokens).await
+}
+
+async fn handle(
+    state: AppState,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    body: Bytes,
+    endpoint: Endpoint,
+) -> Response {
+    let started = Instant::now();
+    if state.is_draining() {
+        return ApiError::unavailable("draining", "the gateway is shutting down; retry")
+            .with_kind("overloaded_error")
+            .into_response();
+    }
+    let principal = match authenticate(&state, &headers).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let mut draft = Draft::message(&principal, endpoint.name());
+    if state.config.receipts.record_client_addr {
+        draft.client_addr = Some(peer.ip().to_string());
+    }
+    // Everything below ends in a receipt, refusals included.
+    let request = match parse_request(&state, &body, endpoint) {
+        Ok(r) => r,
+        Err(e) => return refuse(&state, &principal, draft, e, started).await,
+    };
+    draft.model = request.model.clone();
+    match state
+        .tenant_keys
+        .digest(&principal.tenant.id, "prompt", &body)
+        .await
+    {
+        Ok(d) => draft.prompt_hmac = Some(d),
+        Err(e) => return e.into_response(),
+    }
+    let upstream = UpstreamRequest {
+        url: format!(
+            "{}{}",
+            state.config.anthropic.base_url.trim_end_matches('/'),
+            endpoint.path()
+        ),
+        headers: upstream_headers(&state, &headers),
+        body,
+    };
+    if request.stream && endpoint == Endpoint::Messages {
+        stream_call(state, principal, draft, upstream, started).await
+    } else {
+        unary_call(state, principal, draft, upstream, started).await
+    }
+}
+
+struct ParsedRequest {
+    model: Option<String>,
+    stream: bool,
+}
+
+fn parse_request(
+    state: &AppState,
+    body: &[u8],
+    endpoint: Endpoint,
+) -> Result<ParsedRequest, ApiError> {
+    check_json_depth(body, state.config.limits.max_json_depth)?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(
+            "invalid_json",
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
+    let Value::Object(obj) = &value else {
+        return Err(ApiError::invalid(
+            "invalid_json",
+            "request body must be a JSON object",
+        ));
+    };
+    let allowed = match endpoint {
+        Endpoint::Messages => MESSAGE_FIELDS,
+        Endpoint::CountTokens => COUNT_FIELDS,
+    };
+    for key in obj.keys() {
+        if !allowed.contains(&key.as_str()) {
+            let hint = if key == "safety_settings" {
+                " (the Anthropic API has no safety_settings; Palisade applies per-tenant harm thresholds from its own policy)"
+            } else {
+                ""
+            };
+            return Err(ApiError::invalid(
+                "unknown_field",
+                format!("{key}: Extra inputs are not permitted{hint}"),
+            ));
+        }
+    }
+    let model = match obj.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => Some(m.clone()),
+        _ => {
+            return Err(ApiError::invalid(
+                "invalid_request",
+                "model: Field required (a non-empty string)",
+            ));
+        }
+    };
+    match obj.get("messages") {
+        Some(Value::Array(_)) => {}
+        _ => {
+            return Err(ApiError::invalid(
+                "invalid_request",
+                "messages: Field required (an array)",
+            ));
+        }
+    }
+    if endpoint == Endpoint::Messages && !obj.get("max_tokens").is_some_and(Value::is_u64) {
+        return Err(ApiError::invalid(
+            "invalid_request",
+            "max_tokens: Field required (a positive integer)",
+        ));
+    }
+    let stream = match obj.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "invalid_request",
+                "stream: must be a boolean",
+            ));
+        }
+    };
+    Ok(ParsedRequest { model, stream })
+}
+
+/// Refuses deeply nested JSON before parsing it, so a hostile body cannot exhaust the
+/// parser's stack or our time. Linear, allocation-free.
+pub fn check_json_depth(body: &[u8], max: usize) -> Result<(), ApiError> {
+    let mut depth = 0usize;
+    let mut in_str = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return Err(ApiError::invalid(
+                        "json_too_deep",
+                        format!("request JSON nests deeper than {max} levels"),
+                    ));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn upstream_headers(state: &AppState, client: &HeaderMap) -> reqwest::header::HeaderMap {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    if let Some(k) = state.config.anthropic.api_key.as_deref() {
+        if let Ok(v) = HeaderValue::from_str(k) {
+            h.insert("x-api-key", v);
+        }
+    }
+    let version = client
+        .get("anthropic-version")
+        .cloned()
+        .or_else(|| HeaderValue::from_str(&state.config.anthropic.default_version).ok());
+    if let Some(v) = version {
+        h.insert("anthropic-version", v);
+    }
+    for beta in client.get_all("anthropic-beta") {
+        h.append("anthropic-beta", beta.clone());
+    }
+    h
+}
+
+struct UpstreamRequest {
+    url: String,
+    headers: reqwest::header::HeaderMap,
+    body: Bytes,
+}
+
+impl UpstreamRequest {
+    fn send(&self, state: &AppState) -> reqwest::RequestBuilder {
+        state
+            .http
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .body(self.body.clone())
+    }
+}
+
+/// Failure talking to the upstream, mapped to the status the client sees.
+fn transport_error(e: &reqwest::Error, what: &str) -> ApiError {
+    if e.is_timeout() {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!("the upstream did not answer in time ({what})"),
+        )
+    } else {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unreachable",
+            "the upstream could not be reached",
+        )
+    }
+}
+
+fn timeout_error(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "upstream_timeout",
+        format!("the upstream did not answer in time ({what})"),
+    )
+}
+
+fn retryable(status: u16) -> bool {
+    matches!(status, 429 | 500 | 502 | 503 | 504 | 529)
+}
+
+/// Delay before the next attempt: the upstream's `retry-after` when it gives one (and it
+/// is within bounds), otherwise exponential backoff with jitter.
+fn backoff(
+    state: &AppState,
+    attempt: u32,
+    headers: &reqwest::header::HeaderMap,
+) -> Option<Duration> {
+    let cfg = &state.config.retry;
+    if let Some(ra) = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+    {
+        let ms = (ra.max(0.0) * 1000.0) as u64;
+        return (ms <= cfg.max_backoff_ms).then(|| Duration::from_millis(ms));
+    }
+    let base = cfg.base_backoff_ms.saturating_mul(1u64 << attempt.min(16));
+    let mut jitter = [0u8; 2];
+    let _ = aws_lc_rs::rand::SecureRandom::fill(&*state.rng, &mut jitter);
+    let jitter = u64::from(u16::from_le_bytes(jitter)) % (base / 4 + 1);
+    Some(Duration::from_millis(
+        (base + jitter).min(cfg.max_backoff_ms),
+    ))
+}
+
+async fn unary_call(
+    state: AppState,
+    principal: Principal,
+    mut draft: Draft,
+    upstream: UpstreamRequest,
+    started: Instant,
+) -> Response {
+    let deadline = tokio::time::Instant::now() + state.config.timeouts.total();
+    let max_retries = state.config.retry.max_retries;
+    let mut attempt = 0u32;
+    let (status, resp_headers, bytes) = loop {
+        let send = tokio::time::timeout_at(
+            deadline,
+            tokio::time::timeout(
+                state.config.timeouts.first_byte(),
+                upstream.send(&state).send(),
+            ),
+        );
+        let resp = match send.await {
+            Err(_) | Ok(Err(_)) => {
+                return refuse(
+                    &state,
+                    &principal,
+                    draft,
+                    timeout_error("first byte"),
+                    started,
+                )
+                .await;
+            }
+            Ok(Ok(Err(e))) => {
+                if e.is_connect() && attempt < max_retries {
+                    attempt += 1;
+                    let d = backoff(&state, attempt, &Default::default()).unwrap_or_default();
+                    tokio::time::sleep(d).await;
+                    continue;
+                }
+                return refuse(
+                    &state,
+                    &principal,
+                    draft,
+                    transport_error(&e, "connect"),
+                    started,
+                )
+                .await;
+            }
+            Ok(Ok(Ok(r))) => r,
+        };
+        let status = resp.status().as_u16();
+        if retryable(status) && attempt < max_retries {
+            if let Some(d) = backoff(&state, attempt, resp.headers()) {
+                if tokio::time::Instant::now() + d < deadline {
+                    attempt += 1;
+                    drop(resp);
+                    tokio::time::sleep(d).await;
+                    continue;
+                }
+            }
+        }
+        let headers = resp.headers().clone();
+        let body = tokio::time::timeout_at(
+            deadline,
+            read_limited(resp, state.config.limits.max_upstream_body_bytes),
+        )
+        .await;
+        match body {
+            Ok(Ok(b)) => break (status, headers, b),
+            Ok(Err(e)) => return refuse(&state, &principal, draft, e, started).await,
+            Err(_) => {
+                return refuse(&state, &principal, draft, timeout_error("body"), started).await;
+            }
+        }
+    };
+    draft.retries = attempt;
+    draft.upstream_status = Some(status);
+    draft.upstream_request_id = header_str(&resp_headers, "request-id");
+    draft.latency_ms = started.elapsed().as_millis() as u64;
+    let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+    if (200..300).contains(&status) {
+        let Some(v) = parsed else {
+            let e = ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_invalid",
+                "the upstream returned a body that is not JSON",
+            );
+            return refuse(&state, &principal, draft, e, started).await;
+        };
+        draft.decision = "allow".into();
+        draft.record_usage(&v);
+        match state
+            .tenant_keys
+            .hasher(&principal.tenant.id, "output")
+            .await
+        {
+            Ok(mut h) => {
+                h.update(&bytes);
+                draft.output_hmac = Some(h.finish());
+            }
+            Err(e) => return e.into_response(),
+        }
+        let receipt_id = match commit_draft(&state, &principal, draft).await {
+            Ok(id) => id,
+            Err(e) => return e.into_response(),
+        };
+        let mut resp = Response::new(Body::from(bytes));
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        finish_headers(
+            resp.headers_mut(),
+            &resp_headers,
+            &receipt_id,
+            "application/json",
+        );
+        resp
+    } else {
+        // Upstream refusal: keep its status and Anthropic error body, add our reason and
+        // receipt so the client can correlate.
+        draft.decision = "upstream_error".into();
+        let mut body = match parsed {
+            Some(v) if v.get("type").and_then(Value::as_str) == Some("error") => v,
+            _ => ApiError::new(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                "upstream_error",
+                format!("the upstream answered {status}"),
+            )
+            .body(),
+        };
+        draft.reason_code = body
+            .pointer("/error/type")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let receipt_id = match commit_draft(&state, &principal, draft).await {
+            Ok(id) => id,
+            Err(e) => return e.into_response(),
+        };
+        if let Some(err) = body.get_mut("error").and_then(Value::as_object_mut) {
+            err.insert("palisade_reason".into(), Value::from("upstream_error"));
+            err.insert("receipt_id".into(), Value::from(receipt_id.clone()));
+        }
+        let mut resp = Response::new(Body::from(body.to_string()));
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        finish_headers(
+            resp.headers_mut(),
+            &resp_headers,
+            &receipt_id,
+            "application/json",
+        );
+        if let Some(ra) = resp_headers.get("retry-after") {
+            resp.headers_mut().insert("retry-after", ra.clone());
+        }
+        resp
+    }
+}
+
+fn header_str(h: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn finish_headers(
+    out: &mut axum::http::HeaderMap,
+    upstream: &reqwest::header::HeaderMap,
+    receipt_id: &str,
+    content_type: &'static str,
+) {
+    out.insert("content-type", HeaderValue::from_static(content_type));
+    if let Some(v) = upstream.get("request-id") {
+        out.insert("request-id", v.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(receipt_id) {
+        out.insert("x-palisade-receipt-id", v);
+    }
+}
+
+async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Bytes, ApiError> {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| transport_error(&e, "body"))?;
+        if out.len() + chunk.len() > max {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_too_large",
+                format!("the upstream response exceeds {max} bytes"),
+            ));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Writes the receipt for a refused or failed call and returns the error carrying it.
+async fn refuse(
+    state: &AppState,
+    principal: &Principal,
+    mut draft: Draft,
+    err: ApiError,
+    started: Instant,
+) -> Response {
+    draft.decision = match err.status.as_u16() {
+        502 | 504 => "upstream_error".into(),
+        s if s >= 500 => "error".into(),
+        _ => "deny".into(),
+    };
+    draft.reason_code = Some(err.reason.to_string());
+    draft.latency_ms = started.elapsed().as_millis() as u64;
+    match commit_draft(state, principal, draft).await {
+        Ok(id) => err.with_receipt(Some(id)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn stream_call(
+    state: AppState,
+    principal: Principal,
+    mut draft: Draft,
+    upstream: UpstreamRequest,
+    started: Instant,
+) -> Response {
+    let send = tokio::time::timeout(
+        state.config.timeouts.first_byte(),
+        upstream.send(&state).send(),
+    );
+    let resp = match send.await {
+        Err(_) => {
+            return refuse(
+                &state,
+                &principal,
+                draft,
+                timeout_error("first byte"),
+                started,
+            )
+            .await;
+        }
+        Ok(Err(e)) => {
+            return refuse(
+                &state,
+                &principal,
+                draft,
+                transport_error(&e, "connect"),
+                started,
+            )
+            .await;
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status().as_u16();
+    draft.upstream_status = Some(status);
+    draft.upstream_request_id = header_str(resp.headers(), "request-id");
+    if status != 200 {
+        // An error before the stream starts is a plain JSON error, as Anthropic sends it.
+        let resp_headers = resp.headers().clone();
+        let bytes = match tokio::time::timeout(
+            state.config.timeouts.total(),
+            read_limited(resp, state.config.limits.max_upstream_body_bytes),
+        )
+        .await
+        {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return refuse(&state, &principal, draft, e, started).await,
+            Err(_) => {
+                return refuse(&state, &principal, draft, timeout_error("body"), started).await;
+            }
+        };
+        let mut body = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) if v.get("type").and_then(Value::as_str) == Some("error") => v,
+            _ => ApiError::new(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                "upstream_error",
+                format!("the upstream answered {status}"),
+            )
+            .body(),
+        };
+        draft.decision = "upstream_error".into();
+        draft.reason_code = body
+            .pointer("/error/type")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        draft.latency_ms = started.elapsed().as_millis() as u64;
+        let receipt_id = match commit_draft(&state, &principal, draft).await {
+            Ok(id) => id,
+            Err(e) => return e.into_response(),
+        };
+        if let Some(err) = body.get_mut("error").and_then(Value::as_object_mut) {
+            err.insert("palisade_reason".into(), Value::from("upstream_error"));
+            err.insert("receipt_id".into(), Value::from(receipt_id.clone()));
+        }
+        let mut out = Response::new(Body::from(body.to_string()));
+        *out.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        finish_headers(
+            out.headers_mut(),
+            &resp_headers,
+            &receipt_id,
+            "application/json",
+        );
+        if let Some(ra) = resp_headers.get("retry-after") {
+            out.headers_mut().insert("retry-after", ra.clone());
+        }
+        return out;
+    }
+    let output = match state
+        .tenant_keys
+        .hasher(&principal.tenant.id, "output")
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => return e.into_response(),
+    };
+    let resp_headers = resp.headers().clone();
+    // The receipt id is fixed now so the client gets it in the headers; the receipt
+    // itself is committed when the stream ends.
+    let receipt_id = draft.id.clone();
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(32);
+    let pump_state = state.clone();
+    state.tracker.spawn(pump(
+        pump_state, principal, draft, resp, output, tx, started,
+    ));
+    let body = Body::from_stream(tokio_stream_from(rx));
+    let mut out = Response::new(body);
+    finish_headers(
+        out.headers_mut(),
+        &resp_headers,
+        &receipt_id,
+        "text/event-stream; charset=utf-8",
+    );
+    out.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
+    out
+}
+
+fn tokio_stream_from(
+    mut rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Relays one upstream stream to the client event by event. Owns the receipt: it is
+/// committed before `message_stop` is released, or when the stream fails, or when the
+/// client goes away (the send fails).
+async fn pump(
+    state: AppState,
+    principal: Principal,
+    mut draft: Draft,
+    resp: reqwest::Response,
+    mut output: crate::tenant_keys::OutputHasher,
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    started: Instant,
+) {
+    let mut parser = SseParser::new(state.config.limits.max_sse_event_bytes);
+    let mut upstream = resp.bytes_stream();
+    let idle = state.config.timeouts.idle();
+    draft.decision = "allow".into();
+    let failure: Option<ApiError> = 'relay: loop {
+        let next = tokio::time::timeout(idle, upstream.next()).await;
+        let chunk = match next {
+            Err(_) => break 'relay Some(timeout_error("idle between stream events")),
+            Ok(None) => {
+                break 'relay Some(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_stream_truncated",
+                    "the upstream closed the stream before message_stop",
+                ));
+            }
+            Ok(Some(Err(e))) => {
+                let _ = e;
+                break 'relay Some(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_stream_broken",
+                    "the upstream connection failed mid-stream",
+                ));
+            }
+            Ok(Some(Ok(c))) => c,
+        };
+        let events = match parser.push(&chunk) {
+            Ok(ev) => ev,
+            Err(e) => {
+                break 'relay Some(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_stream_invalid",
+                    e.to_string(),
+                ));
+            }
+        };
+        for ev in events {
+            output.update(&ev.raw);
+            match ev.event.as_str() {
+                "message_start" | "message_delta" => {
+                    if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                        draft.record_stream_event(&v);
+                    }
+                }
+                "error" => {
+                    // The upstream's own mid-stream error: relay it as is and record it.
+                    draft.decision = "upstream_error".into();
+                    draft.reason_code =
+                        serde_json::from_str::<Value>(&ev.data).ok().and_then(|v| {
+                            v.pointer("/error/type")
+                                .and_then(Value::as_str)
+                                .map(str::to_string)
+                        });
+                    draft.latency_ms = started.elapsed().as_millis() as u64;
+                    draft.output_hmac = Some(output.finish());
+                    let _ = commit_draft(&state, &principal, draft).await;
+                    let _ = tx.send(Ok(ev.raw)).await;
+                    return;
+                }
+                "message_stop" => {
+                    draft.latency_ms = started.elapsed().as_millis() as u64;
+                    draft.output_hmac = Some(output.finish());
+                    match commit_draft(&state, &principal, draft).await {
+                        Ok(_) => {
+                            let _ = tx.send(Ok(ev.raw)).await;
+                        }
+                        Err(e) => {
+                            // Fail closed: without its receipt the stream does not complete.
+                            let _ = tx.send(Ok(encode("error", &e.body().to_string()))).await;
+                        }
+                    }
+                    return;
+                }
+                _ => {}
+            }
+            if tx.send(Ok(ev.raw)).await.is_err() {
+                draft.decision = "client_closed".into();
+                draft.reason_code = Some("client_disconnected".into());
+                draft.latency_ms = started.elapsed().as_millis() as u64;
+                draft.output_hmac = Some(output.finish());
+                let _ = commit_draft(&state, &principal, draft).await;
+                return;
+            }
+        }
+    };
+    if let Some(err) = failure {
+        draft.decision = "upstream_error".into();
+        draft.reason_code = Some(err.reason.to_string());
+        draft.latency_ms = started.elapsed().as_millis() as u64;
+        draft.output_hmac = Some(output.finish());
+        let id = commit_draft(&state, &principal, draft).await.ok();
+        let err = err.with_receipt(id);
+        let _ = tx.send(Ok(encode("error", &err.body().to_string()))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_check_counts_only_structure() {
+        assert!(check_json_depth(br#"{"a":[{"b":1}]}"#, 3).is_ok());
+        assert!(check_json_depth(br#"{"a":[{"b":1}]}"#, 2).is_err());
+        // Brackets inside strings, escaped quotes included, do not count.
+        assert!(check_json_depth(br#"{"a":"[[[[\"[[[["}"#, 1).is_ok());
+        let deep = "[".repeat(100_000);
+        assert!(check_json_depth(deep.as_bytes(), 64).is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! Building receipts for data-plane calls. A `Draft` collects what a call learns as it
+//! goes (auth, upstream status, usage from the body or the stream) and becomes one
+//! `palisade_audit::Receipt` at commit.
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::state::AppState;
+use palisade_audit::{Receipt, ReceiptKind};
+use serde_json::Value;
+
+pub struct Draft {
+    pub id: String,
+    pub created_ms: u64,
+    pub kind: ReceiptKind,
+    pub endpoint: &'static str,
+    pub key_id: Option<String>,
+    pub user_id: Option<String>,
+    pub model: Option<String>,
+    pub decision: String,
+    pub reason_code: Option<String>,
+    pub upstream_status: Option<u16>,
+    pub upstream_request_id: Option<String>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub stop_reason: Option<String>,
+    pub latency_ms: u64,
+    pub prompt_hmac: Option<String>,
+    pub output_hmac: Option<String>,
+    pub client_addr: Option<String>,
+    pub retries: u32,
+}
+
+impl Draft {
+    pub fn message(p: &Principal, endpoint: &'static str) -> Self {
+        let created_ms = palisade_store::now_ms().max(0) as u64;
+        Self {
+            id: uuid::Uuid::now_v7().hyphenated().to_string(),
+            created_ms,
+            kind: ReceiptKind::Message,
+            endpoint,
+            key_id: Some(p.key.id.clone()),
+            user_id: p.key.user_id.clone(),
+            model: None,
+            decision: "deny".into(),
+            reason_code: None,
+            upstream_status: None,
+            upstream_request_id: None,
+            input_tokens: None,
+            output_tokens: None,
+            stop_reason: None,
+            latency_ms: 0,
+            prompt_hmac: None,
+            output_hmac: None,
+            client_addr: None,
+            retries: 0,
+        }
+    }
+
+    /// Usage and stop reason from a non-streaming response body.
+    pub fn record_usage(&mut self, body: &Value) {
+        if let Some(u) = body.get("usage") {
+            self.input_tokens = u
+                .get("input_tokens")
+                .and_then(Value::as_u64)
+                .or(self.input_tokens);
+            self.output_tokens = u
+                .get("output_tokens")
+                .and_then(Value::as_u64)
+                .or(self.output_tokens);
+        }
+        // count_tokens answers {"input_tokens": N}.
+        if let Some(n) = body.get("input_tokens").and_then(Value::as_u64) {
+            self.input_tokens = Some(n);
+        }
+        if let Some(s) = body.get("stop_reason").and_then(Value::as_str) {
+            self.stop_reason = Some(s.to_string());
+        }
+    }
+
+    /// Usage from `message_start` (input) and `message_delta` (cumulative output).
+    pub fn record_stream_event(&mut self, ev: &Value) {
+        if let Some(msg) = ev.get("message") {
+            self.record_usage(msg);
+        }
+        if let Some(u) = ev.get("usage") {
+            if let Some(n) = u.get("output_tokens").and_then(Value::as_u64) {
+                self.output_tokens = Some(n);
+            }
+            if let Some(n) = u.get("input_tokens").and_then(Value::as_u64) {
+                self.input_tokens = Some(n);
+            }
+        }
+        if let Some(s) = ev.pointer("/delta/stop_reason").and_then(Value::as_str) {
+            self.stop_reason = Some(s.to_string());
+        }
+    }
+
+    fn into_receipt(self, tenant_id: &str) -> Receipt {
+        let mut r = Receipt::new(
+            self.id,
+            tenant_id,
+            self.kind,
+            palisade_audit::format_created_at(self.created_ms),
+            self.decision,
+        );
+        r.key_id = self.key_id;
+        r.user_id = self.user_id;
+        r.request_id = Some(format!("req_pal_{}", r.id.replace('-', "")));
+        r.model = self.model;
+        r.reason_code = self.reason_code;
+        r.upstream_status = self.upstream_status;
+        r.upstream_request_id = self.upstream_request_id;
+        r.input_tokens = self.input_tokens;
+        r.output_tokens = self.output_tokens;
+        r.stop_reason = self.stop_reason;
+        r.latency_ms = Some(self.latency_ms);
+        r.prompt_hmac = self.prompt_hmac;
+        r.output_hmac = self.output_hmac;
+        r.client_addr = self.client_addr;
+        let mut details = serde_json::Map::new();
+        details.insert("endpoint".into(), Value::from(self.endpoint));
+        if self.retries > 0 {
+            details.insert("retries".into(), Value::from(self.retries));
+        }
+        r.details = Value::Object(details);
+        r
+    }
+}
+
+/// Commits the draft's receipt (group commit) and returns its id. A store failure fails
+/// the call closed with 503: no receipt, no response.
+pub async fn commit_draft(
+    state: &AppState,
+    p: &Principal,
+    draft: Draft,
+) -> Result<String, ApiError> {
+    let receipt = draft.into_receipt(&p.tenant.id);
+    let sealed = state
+        .receipts
+        .commit(receipt)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(sealed.id)
+}

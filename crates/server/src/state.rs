@@ -1,0 +1,116 @@
+//! Shared state of one gateway process. Everything here is either immutable config or a
+//! handle that is safe to clone into request tasks.
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::receipts::ReceiptWriter;
+use crate::tenant_keys::TenantKeys;
+use aws_lc_rs::rand::SystemRandom;
+use palisade_store::{ApiKey, DynStore, Tenant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio_util::task::TaskTracker;
+
+/// A key row with its tenant, as cached for authentication.
+#[derive(Clone)]
+pub struct KeyEntry {
+    pub key: Arc<ApiKey>,
+    pub tenant: Arc<Tenant>,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: DynStore,
+    pub http: reqwest::Client,
+    pub receipts: ReceiptWriter,
+    pub tenant_keys: TenantKeys,
+    pub rng: Arc<SystemRandom>,
+    /// Background work that must finish before exit (late receipts of cut streams).
+    pub tracker: TaskTracker,
+    /// Auth cache. Admin changes invalidate entries at once; the short TTL bounds how long
+    /// a change made by another process (CLI, another replica) can take to be seen.
+    keys: moka::future::Cache<String, Option<KeyEntry>>,
+    draining: Arc<AtomicBool>,
+}
+
+/// How long a cached key row may be served before it is read again.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
+
+impl AppState {
+    pub fn new(config: Config, store: DynStore, tenant_keys: TenantKeys) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.timeouts.connect())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            // Palisade never follows redirects from the upstream: a redirect could carry
+            // the platform key elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ApiError::internal(format!("http client: {e}")))?;
+        let tracker = TaskTracker::new();
+        let receipts = ReceiptWriter::start(store.clone(), config.receipts.max_batch, &tracker);
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            http,
+            receipts,
+            tenant_keys,
+            rng: Arc::new(SystemRandom::new()),
+            tracker,
+            keys: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(KEY_CACHE_TTL)
+                .build(),
+            draining: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Key row and tenant for a public key id, through the cache. A miss also records
+    /// `last_used_at`, so that column costs at most one write per key per TTL.
+    pub async fn lookup_key(&self, id: &str) -> Result<Option<KeyEntry>, ApiError> {
+        if let Some(hit) = self.keys.get(id).await {
+            return Ok(hit);
+        }
+        let entry = match self.store.get_key(id).await? {
+            Some(key) => match self.store.get_tenant(&key.tenant_id).await? {
+                Some(tenant) => Some(KeyEntry {
+                    key: Arc::new(key),
+                    tenant: Arc::new(tenant),
+                }),
+                None => None,
+            },
+            None => None,
+        };
+        if let Some(e) = &entry {
+            let store = self.store.clone();
+            let kid = e.key.id.clone();
+            self.tracker.spawn(async move {
+                if let Err(err) = store.touch_key(&kid, palisade_store::now_ms()).await {
+                    tracing::warn!(error = %err, "could not record key last_used_at");
+                }
+            });
+        }
+        self.keys.insert(id.to_string(), entry.clone()).await;
+        Ok(entry)
+    }
+
+    pub async fn forget_key(&self, id: &str) {
+        self.keys.invalidate(id).await;
+    }
+
+    /// Tenant changes touch every key of the tenant; the cache is small, drop it all.
+    pub fn forget_all_keys(&self) {
+        self.keys.invalidate_all();
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}

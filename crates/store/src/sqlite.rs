@@ -1,0 +1,526 @@
+//! The embedded default: one SQLite file in WAL mode. Writes of receipts are batched by
+//! the caller (group commit) into one transaction; the chain head row is read and advanced
+//! inside that transaction, and SQLite's single writer makes the chain linear.
+
+use crate::model::*;
+use crate::{Result, Store, StoreError};
+use async_trait::async_trait;
+use palisade_audit::{ChainHead, Receipt};
+use serde_json::{Map, Value};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) and migrates the database at `url`
+    /// (`sqlite://PATH`, `sqlite:PATH` or `sqlite::memory:`).
+    pub async fn open(url: &str) -> Result<Self> {
+        let memory = url.contains(":memory:");
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Invalid(format!("bad sqlite url: {e}")))?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .journal_mode(if memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
+            // WAL + NORMAL: a committed transaction survives a process crash (SIGKILL);
+            // only an OS crash or power loss can drop the last commits.
+            .synchronous(SqliteSynchronous::Normal);
+        let pool = SqlitePoolOptions::new()
+            // An in-memory database exists per connection: keep exactly one.
+            .max_connections(if memory { 1 } else { 8 })
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn json_map(s: &str) -> Result<Map<String, Value>> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("attributes: {e}")))
+}
+
+fn tenant_from_row(r: &SqliteRow) -> Result<Tenant> {
+    Ok(Tenant {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        plan: r.try_get("plan")?,
+        attributes: json_map(&r.try_get::<String, _>("attributes")?)?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn key_from_row(r: &SqliteRow) -> Result<ApiKey> {
+    let scopes: String = r.try_get("scopes")?;
+    Ok(ApiKey {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        name: r.try_get("name")?,
+        role: r.try_get("role")?,
+        user_id: r.try_get("user_id")?,
+        scopes: serde_json::from_str(&scopes)
+            .map_err(|e| StoreError::Corrupt(format!("scopes: {e}")))?,
+        secret_hash: r.try_get("secret_hash")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+        rotated_at: r.try_get("rotated_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+    })
+}
+
+fn receipt_from_row(r: &SqliteRow) -> Result<Receipt> {
+    let body: String = r.try_get("body")?;
+    serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(format!("receipt body: {e}")))
+}
+
+const KEY_COLS: &str = "id, tenant_id, name, role, user_id, scopes, secret_hash, created_at, \
+                        expires_at, revoked_at, rotated_at, last_used_at";
+
+/// Validates a tenant id: a slug, so it is safe in URLs, logs and key prefixes.
+pub(crate) fn check_tenant_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && id.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(
+            "tenant id must be 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit"
+                .into(),
+        ))
+    }
+}
+
+async fn append_in_tx(
+    tx: &mut Transaction<'_, Sqlite>,
+    receipts: Vec<Receipt>,
+) -> Result<Vec<Receipt>> {
+    // Heads of the tenants in this batch, advanced in memory and written back once.
+    let mut heads: HashMap<String, ChainHead> = HashMap::new();
+    let mut out = Vec::with_capacity(receipts.len());
+    for mut receipt in receipts {
+        let tenant = receipt.tenant_id.clone();
+        if !heads.contains_key(&tenant) {
+            let row = sqlx::query("SELECT seq, hash FROM chain_heads WHERE tenant_id = ?")
+                .bind(&tenant)
+                .fetch_optional(&mut **tx)
+                .await?;
+            let head = match row {
+                Some(r) => ChainHead {
+                    seq: r.try_get::<i64, _>("seq")? as u64,
+                    hash: r.try_get("hash")?,
+                },
+                None => ChainHead::genesis(),
+            };
+            heads.insert(tenant.clone(), head);
+        }
+        let Some(head) = heads.get_mut(&tenant) else {
+            return Err(StoreError::Corrupt("chain head vanished".into()));
+        };
+        *head = receipt
+            .seal_into_chain(head)
+            .map_err(|e| StoreError::Invalid(format!("receipt cannot be sealed: {e}")))?;
+        let body = serde_json::to_string(&receipt)
+            .map_err(|e| StoreError::Invalid(format!("receipt encoding: {e}")))?;
+        let created = crate::model::rfc3339_ms::parse(&receipt.created_at).unwrap_or(0);
+        sqlx::query(
+            "INSERT INTO receipts (tenant_id, seq, id, created_at, kind, decision, key_id, user_id, model, hash, body) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&receipt.tenant_id)
+        .bind(receipt.seq as i64)
+        .bind(&receipt.id)
+        .bind(created)
+        .bind(receipt.kind.as_str())
+        .bind(&receipt.decision)
+        .bind(&receipt.key_id)
+        .bind(&receipt.user_id)
+        .bind(&receipt.model)
+        .bind(&receipt.hash)
+        .bind(body)
+        .execute(&mut **tx)
+        .await?;
+        out.push(receipt);
+    }
+    for (tenant, ChainHead { seq, hash }) in heads {
+        sqlx::query(
+            "INSERT INTO chain_heads (tenant_id, seq, hash) VALUES (?, ?, ?) \
+             ON CONFLICT(tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        )
+        .bind(tenant)
+        .bind(seq as i64)
+        .bind(hash)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn migrations_applied(&self) -> Result<bool> {
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
+    }
+
+    async fn create_tenant(&self, t: NewTenant) -> Result<Tenant> {
+        let id = match t.id {
+            Some(id) => id,
+            None => format!("ten_{}", uuid::Uuid::now_v7().simple()),
+        };
+        check_tenant_id(&id)?;
+        if t.name.trim().is_empty() || t.name.len() > 200 {
+            return Err(StoreError::Invalid("name must be 1-200 characters".into()));
+        }
+        let now = crate::now_ms();
+        let attrs = Value::Object(t.attributes.clone()).to_string();
+        sqlx::query(
+            "INSERT INTO tenants (id, name, plan, attributes, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&t.name)
+        .bind(&t.plan)
+        .bind(attrs)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!("tenant {id} already exists")),
+            other => other,
+        })?;
+        Ok(Tenant {
+            id,
+            name: t.name,
+            plan: t.plan,
+            attributes: t.attributes,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        let row = sqlx::query("SELECT * FROM tenants WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(tenant_from_row).transpose()
+    }
+
+    async fn list_tenants(&self, after: Option<&str>, limit: u32) -> Result<Vec<Tenant>> {
+        let rows = sqlx::query("SELECT * FROM tenants WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(after.unwrap_or(""))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn update_tenant(&self, id: &str, patch: TenantPatch) -> Result<Option<Tenant>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query("SELECT * FROM tenants WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut t = tenant_from_row(&row)?;
+        if let Some(name) = patch.name {
+            if name.trim().is_empty() || name.len() > 200 {
+                return Err(StoreError::Invalid("name must be 1-200 characters".into()));
+            }
+            t.name = name;
+        }
+        if let Some(plan) = patch.plan {
+            t.plan = plan;
+        }
+        if let Some(attrs) = patch.attributes {
+            t.attributes = attrs;
+        }
+        t.updated_at = crate::now_ms();
+        sqlx::query(
+            "UPDATE tenants SET name = ?, plan = ?, attributes = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(&t.name)
+        .bind(&t.plan)
+        .bind(Value::Object(t.attributes.clone()).to_string())
+        .bind(t.updated_at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(t))
+    }
+
+    async fn delete_tenant(&self, id: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM api_keys WHERE tenant_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM tenant_keys WHERE tenant_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let n = sqlx::query("DELETE FROM tenants WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn tenant_data_key(&self, tenant_id: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT wrapped_key FROM tenant_keys WHERE tenant_id = ?")
+                .bind(tenant_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn put_tenant_data_key(&self, tenant_id: &str, wrapped: &str) -> Result<String> {
+        sqlx::query(
+            "INSERT INTO tenant_keys (tenant_id, wrapped_key, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT(tenant_id) DO NOTHING",
+        )
+        .bind(tenant_id)
+        .bind(wrapped)
+        .bind(crate::now_ms())
+        .execute(&self.pool)
+        .await?;
+        self.tenant_data_key(tenant_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("tenant data key missing after insert".into()))
+    }
+
+    async fn create_key(&self, k: NewApiKey) -> Result<ApiKey> {
+        let now = crate::now_ms();
+        let scopes = serde_json::to_string(&k.scopes)
+            .map_err(|e| StoreError::Invalid(format!("scopes: {e}")))?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant_id, name, role, user_id, scopes, secret_hash, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&k.id)
+        .bind(&k.tenant_id)
+        .bind(&k.name)
+        .bind(&k.role)
+        .bind(&k.user_id)
+        .bind(scopes)
+        .bind(&k.secret_hash)
+        .bind(now)
+        .bind(k.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(ApiKey {
+            id: k.id,
+            tenant_id: k.tenant_id,
+            name: k.name,
+            role: k.role,
+            user_id: k.user_id,
+            scopes: k.scopes,
+            secret_hash: k.secret_hash,
+            created_at: now,
+            expires_at: k.expires_at,
+            revoked_at: None,
+            rotated_at: None,
+            last_used_at: None,
+        })
+    }
+
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLS} FROM api_keys WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn list_keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id"
+        )))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn rotate_key(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        new_hash: &str,
+    ) -> Result<Option<ApiKey>> {
+        let n = sqlx::query(
+            "UPDATE api_keys SET secret_hash = ?, rotated_at = ? \
+             WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL",
+        )
+        .bind(new_hash)
+        .bind(crate::now_ms())
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(None);
+        }
+        self.get_key(id).await
+    }
+
+    async fn revoke_key(&self, tenant_id: &str, id: &str) -> Result<Option<ApiKey>> {
+        sqlx::query(
+            "UPDATE api_keys SET revoked_at = ? WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL",
+        )
+        .bind(crate::now_ms())
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        let key = self.get_key(id).await?;
+        Ok(key.filter(|k| k.tenant_id == tenant_id))
+    }
+
+    async fn touch_key(&self, id: &str, at_ms: i64) -> Result<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
+            .bind(at_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn append_receipts(&self, receipts: Vec<Receipt>) -> Result<Vec<Receipt>> {
+        if receipts.is_empty() {
+            return Ok(receipts);
+        }
+        // BEGIN IMMEDIATE takes the write lock up front, so two processes on one file
+        // serialise here instead of failing at commit with SQLITE_BUSY.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let out = append_in_tx(&mut tx, receipts).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn get_receipt(&self, tenant_id: &str, id: &str) -> Result<Option<Receipt>> {
+        let row = sqlx::query("SELECT body FROM receipts WHERE tenant_id = ? AND id = ?")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(receipt_from_row).transpose()
+    }
+
+    async fn list_receipts(
+        &self,
+        tenant_id: Option<&str>,
+        q: &ReceiptQuery,
+    ) -> Result<Vec<Receipt>> {
+        let mut sql = String::from("SELECT body FROM receipts WHERE 1=1");
+        let mut qb: Vec<Bind> = Vec::new();
+        if let Some(t) = tenant_id {
+            sql.push_str(" AND tenant_id = ?");
+            qb.push(Bind::S(t.to_string()));
+        }
+        if let Some((ms, id)) = &q.before {
+            sql.push_str(" AND (created_at < ? OR (created_at = ? AND id < ?))");
+            qb.push(Bind::I(*ms));
+            qb.push(Bind::I(*ms));
+            qb.push(Bind::S(id.clone()));
+        }
+        if let Some(v) = q.since_ms {
+            sql.push_str(" AND created_at >= ?");
+            qb.push(Bind::I(v));
+        }
+        if let Some(v) = q.until_ms {
+            sql.push_str(" AND created_at < ?");
+            qb.push(Bind::I(v));
+        }
+        for (col, val) in [
+            ("kind", &q.kind),
+            ("decision", &q.decision),
+            ("user_id", &q.user_id),
+            ("key_id", &q.key_id),
+            ("model", &q.model),
+        ] {
+            if let Some(v) = val {
+                sql.push_str(&format!(" AND {col} = ?"));
+                qb.push(Bind::S(v.clone()));
+            }
+        }
+        sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ?");
+        qb.push(Bind::I(i64::from(q.limit.clamp(1, 1000))));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for b in qb {
+            query = match b {
+                Bind::S(s) => query.bind(s),
+                Bind::I(i) => query.bind(i),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(receipt_from_row).collect()
+    }
+
+    async fn chain(&self, tenant_id: &str, from_seq: u64, limit: u32) -> Result<Vec<Receipt>> {
+        let rows = sqlx::query(
+            "SELECT body FROM receipts WHERE tenant_id = ? AND seq >= ? ORDER BY seq LIMIT ?",
+        )
+        .bind(tenant_id)
+        .bind(from_seq as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(receipt_from_row).collect()
+    }
+
+    async fn chain_tenants(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT tenant_id FROM chain_heads ORDER BY tenant_id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+}
+
+enum Bind {
+    S(String),
+    I(i64),
+}

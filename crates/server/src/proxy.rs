@@ -80,7 +80,7 @@ pub async fn messages(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(state, peer, headers, body, Endpoint::Messages).await
+    detached(state, peer, headers, body, Endpoint::Messages).await
 }
 
 pub async fn count_tokens(
@@ -89,7 +89,27 @@ pub async fn count_tokens(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(state, peer, headers, body, Endpoint::CountTokens).await
+    detached(state, peer, headers, body, Endpoint::CountTokens).await
+}
+
+/// Runs the call in its own task: if the client goes away mid-call, hyper drops this
+/// future, but the call still finishes and commits its receipt. The tracker lets a
+/// graceful shutdown wait for it.
+async fn detached(
+    state: AppState,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    body: Bytes,
+    endpoint: Endpoint,
+) -> Response {
+    let tracker = state.tracker.clone();
+    match tracker
+        .spawn(handle(state, peer, headers, body, endpoint))
+        .await
+    {
+        Ok(r) => r,
+        Err(_) => ApiError::internal("request task failed").into_response(),
+    }
 }
 
 async fn handle(

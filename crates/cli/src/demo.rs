@@ -116,8 +116,10 @@ pub async fn run() -> Result<u8> {
     .await
     .context("starting the mock upstream")?;
     let admin = "demo-admin-token-0123456789abcdef".to_string();
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".into();
+    let mut config = Config {
+        listen: "127.0.0.1:0".into(),
+        ..Config::default()
+    };
     config.storage.url = format!("sqlite://{}", dir.path().join("palisade.db").display());
     config.anthropic.base_url = mock.base_url();
     config.anthropic.api_key = Some(PLATFORM_KEY.into());
@@ -212,10 +214,10 @@ pub async fn run() -> Result<u8> {
         .collect();
     let mut assembled = String::new();
     for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
-        if let Ok(v) = serde_json::from_str::<Value>(line) {
-            if let Some(t) = v.pointer("/delta/text").and_then(Value::as_str) {
-                assembled.push_str(t);
-            }
+        if let Ok(v) = serde_json::from_str::<Value>(line)
+            && let Some(t) = v.pointer("/delta/text").and_then(Value::as_str)
+        {
+            assembled.push_str(t);
         }
     }
     demo.show_upstream();

@@ -284,10 +284,10 @@ impl Config {
         }
         let mut cfg: Config = serde_json::from_value(tree)
             .map_err(|e| ConfigError::Invalid(format!("after environment overrides: {e}")))?;
-        if cfg.anthropic.api_key.as_deref().is_none_or(str::is_empty) {
-            if let Some((_, k)) = env.iter().find(|(k, _)| k == "ANTHROPIC_API_KEY") {
-                cfg.anthropic.api_key = Some(k.clone());
-            }
+        if cfg.anthropic.api_key.as_deref().is_none_or(str::is_empty)
+            && let Some((_, k)) = env.iter().find(|(k, _)| k == "ANTHROPIC_API_KEY")
+        {
+            cfg.anthropic.api_key = Some(k.clone());
         }
         cfg.validate()?;
         Ok(cfg)
@@ -328,10 +328,10 @@ impl Config {
         if self.receipts.max_batch == 0 {
             return bad("receipts.max_batch must be greater than 0");
         }
-        if let Some(t) = &self.admin.token {
-            if t.len() < 16 {
-                return bad("admin.token must be at least 16 characters");
-            }
+        if let Some(t) = &self.admin.token
+            && t.len() < 16
+        {
+            return bad("admin.token must be at least 16 characters");
         }
         Ok(())
     }

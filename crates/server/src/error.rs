@@ -90,10 +90,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, axum::Json(self.body())).into_response();
         let h = resp.headers_mut();
-        if let Some(r) = &self.receipt_id {
-            if let Ok(v) = HeaderValue::from_str(r) {
-                h.insert("x-palisade-receipt-id", v);
-            }
+        if let Some(r) = &self.receipt_id
+            && let Ok(v) = HeaderValue::from_str(r)
+        {
+            h.insert("x-palisade-receipt-id", v);
         }
         if let Some(s) = self.retry_after {
             h.insert("retry-after", HeaderValue::from(s));

@@ -278,10 +278,10 @@ pub fn check_json_depth(body: &[u8], max: usize) -> Result<(), ApiError> {
 fn upstream_headers(state: &AppState, client: &HeaderMap) -> reqwest::header::HeaderMap {
     let mut h = reqwest::header::HeaderMap::new();
     h.insert("content-type", HeaderValue::from_static("application/json"));
-    if let Some(k) = state.config.anthropic.api_key.as_deref() {
-        if let Ok(v) = HeaderValue::from_str(k) {
-            h.insert("x-api-key", v);
-        }
+    if let Some(k) = state.config.anthropic.api_key.as_deref()
+        && let Ok(v) = HeaderValue::from_str(k)
+    {
+        h.insert("x-api-key", v);
     }
     let version = client
         .get("anthropic-version")
@@ -414,15 +414,15 @@ async fn unary_call(
             Ok(Ok(Ok(r))) => r,
         };
         let status = resp.status().as_u16();
-        if retryable(status) && attempt < max_retries {
-            if let Some(d) = backoff(&state, attempt, resp.headers()) {
-                if tokio::time::Instant::now() + d < deadline {
-                    attempt += 1;
-                    drop(resp);
-                    tokio::time::sleep(d).await;
-                    continue;
-                }
-            }
+        if retryable(status)
+            && attempt < max_retries
+            && let Some(d) = backoff(&state, attempt, resp.headers())
+            && tokio::time::Instant::now() + d < deadline
+        {
+            attempt += 1;
+            drop(resp);
+            tokio::time::sleep(d).await;
+            continue;
         }
         let headers = resp.headers().clone();
         let body = tokio::time::timeout_at(

@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 type Reply = oneshot::Sender<Result<Receipt, StoreError>>;
 
 enum Msg {
-    Append(Receipt, Reply),
+    Append(Box<Receipt>, Reply),
     Stop(oneshot::Sender<()>),
 }
 
@@ -35,7 +35,7 @@ impl ReceiptWriter {
     pub async fn commit(&self, receipt: Receipt) -> Result<Receipt, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Msg::Append(receipt, reply))
+            .send(Msg::Append(Box::new(receipt), reply))
             .await
             .map_err(|_| StoreError::Unavailable("receipt writer stopped".into()))?;
         rx.await
@@ -58,7 +58,7 @@ async fn run(store: DynStore, mut rx: mpsc::Receiver<Msg>, max_batch: usize) {
         let mut stop = None;
         match first {
             Msg::Append(r, reply) => {
-                batch.push(r);
+                batch.push(*r);
                 replies.push(reply);
             }
             Msg::Stop(done) => stop = Some(done),
@@ -66,7 +66,7 @@ async fn run(store: DynStore, mut rx: mpsc::Receiver<Msg>, max_batch: usize) {
         while stop.is_none() && batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(Msg::Append(r, reply)) => {
-                    batch.push(r);
+                    batch.push(*r);
                     replies.push(reply);
                 }
                 Ok(Msg::Stop(done)) => stop = Some(done),

@@ -62,16 +62,15 @@ fn build_query(p: &ListParams) -> Result<ReceiptQuery, ApiError> {
             "limit must be between 1 and 1000",
         ));
     }
-    if let Some(k) = &p.kind {
-        if !palisade_audit::ReceiptKind::ALL
+    if let Some(k) = &p.kind
+        && !palisade_audit::ReceiptKind::ALL
             .iter()
             .any(|x| x.as_str() == k)
-        {
-            return Err(ApiError::invalid(
-                "invalid_kind",
-                format!("unknown receipt kind {k:?}"),
-            ));
-        }
+    {
+        return Err(ApiError::invalid(
+            "invalid_kind",
+            format!("unknown receipt kind {k:?}"),
+        ));
     }
     Ok(ReceiptQuery {
         // One extra row tells whether another page exists.

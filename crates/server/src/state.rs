@@ -75,13 +75,14 @@ impl AppState {
             return Ok(hit);
         }
         let entry = match self.store.get_key(id).await? {
-            Some(key) => match self.store.get_tenant(&key.tenant_id).await? {
-                Some(tenant) => Some(KeyEntry {
+            Some(key) => self
+                .store
+                .get_tenant(&key.tenant_id)
+                .await?
+                .map(|tenant| KeyEntry {
                     key: Arc::new(key),
                     tenant: Arc::new(tenant),
                 }),
-                None => None,
-            },
             None => None,
         };
         if let Some(e) = &entry {

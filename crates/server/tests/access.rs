@@ -12,12 +12,21 @@ async fn missing_bad_revoked_and_expired_keys_are_refused_at_once() {
     let h = Harness::start().await;
     let key = h.tenant("acme").await;
 
-    let r = h.http.post(h.url("/v1/messages")).json(&chat("hi")).send().await.unwrap();
+    let r = h
+        .http
+        .post(h.url("/v1/messages"))
+        .json(&chat("hi"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["type"], "authentication_error");
 
-    for bad in ["nonsense", "pal_0000000000000000000a_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"] {
+    for bad in [
+        "nonsense",
+        "pal_0000000000000000000a_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ] {
         let (s, v, _) = h.message(bad, &chat("hi")).await;
         assert_eq!(s, 401, "{v}");
         assert_eq!(v["error"]["palisade_reason"], "invalid_credential");
@@ -30,9 +39,18 @@ async fn missing_bad_revoked_and_expired_keys_are_refused_at_once() {
     // Works, then revoked: refused on the very next request (the auth cache is invalidated).
     let (s, _, _) = h.message(&key, &chat("hi")).await;
     assert_eq!(s, 200);
-    let keys = h.admin(Method::GET, "/admin/v1/tenants/acme/keys", None).await.1;
+    let keys = h
+        .admin(Method::GET, "/admin/v1/tenants/acme/keys", None)
+        .await
+        .1;
     let id = keys["data"][0]["id"].as_str().unwrap().to_string();
-    let (s, v) = h.admin(Method::POST, &format!("/admin/v1/tenants/acme/keys/{id}/revoke"), None).await;
+    let (s, v) = h
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/acme/keys/{id}/revoke"),
+            None,
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     assert!(v["revoked_at"].is_string());
     let (s, v, _) = h.message(&key, &chat("hi")).await;
@@ -46,7 +64,11 @@ async fn missing_bad_revoked_and_expired_keys_are_refused_at_once() {
     let (s, v, _) = h.message(&expired, &chat("hi")).await;
     assert_eq!(s, 401);
     assert_eq!(v["error"]["palisade_reason"], "key_expired");
-    assert_eq!(h.mock.requests().len(), 1, "refused calls never reach the upstream");
+    assert_eq!(
+        h.mock.requests().len(),
+        1,
+        "refused calls never reach the upstream"
+    );
 }
 
 #[tokio::test]
@@ -55,7 +77,11 @@ async fn rotation_replaces_the_secret() {
     h.tenant("acme").await;
     let (old, id) = h.key("acme", json!({})).await;
     let (s, v) = h
-        .admin(Method::POST, &format!("/admin/v1/tenants/acme/keys/{id}/rotate"), None)
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/acme/keys/{id}/rotate"),
+            None,
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     let new = v["secret"].as_str().unwrap();
@@ -82,7 +108,9 @@ async fn a_tenant_never_reads_another_tenants_receipts() {
     // By id: another tenant's receipt answers exactly as a missing one.
     let foreign = rb[0]["id"].as_str().unwrap();
     let (s1, v1) = h.get(&format!("/v1/receipts/{foreign}"), &a).await;
-    let (s2, v2) = h.get("/v1/receipts/01900000-0000-7000-8000-000000000000", &a).await;
+    let (s2, v2) = h
+        .get("/v1/receipts/01900000-0000-7000-8000-000000000000", &a)
+        .await;
     assert_eq!((s1, s2), (404, 404));
     assert_eq!(v1["error"]["type"], v2["error"]["type"]);
 
@@ -97,7 +125,9 @@ async fn a_tenant_never_reads_another_tenants_receipts() {
     assert_eq!(v["data"].as_array().unwrap().len(), 0);
 
     // The admin sees both.
-    let (s, v) = h.admin(Method::GET, "/admin/v1/receipts?limit=1000", None).await;
+    let (s, v) = h
+        .admin(Method::GET, "/admin/v1/receipts?limit=1000", None)
+        .await;
     assert_eq!(s, 200);
     let tenants: std::collections::BTreeSet<_> = v["data"]
         .as_array()
@@ -107,7 +137,13 @@ async fn a_tenant_never_reads_another_tenants_receipts() {
         .collect();
     assert!(tenants.contains("tenant-a") && tenants.contains("tenant-b"));
     // A tenant key is not an admin token.
-    let r = h.http.get(h.url("/admin/v1/receipts")).bearer_auth(&a).send().await.unwrap();
+    let r = h
+        .http
+        .get(h.url("/admin/v1/receipts"))
+        .bearer_auth(&a)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 }
 
@@ -116,7 +152,11 @@ async fn receipts_paginate_with_cursor_and_filters() {
     let h = Harness::start().await;
     let key = h.tenant("acme").await;
     for i in 0..7 {
-        let text = if i % 2 == 0 { "ok".to_string() } else { "[[mock:error=500]] x".to_string() };
+        let text = if i % 2 == 0 {
+            "ok".to_string()
+        } else {
+            "[[mock:error=500]] x".to_string()
+        };
         h.message(&key, &chat(&text)).await;
     }
     let mut seen = Vec::new();
@@ -143,7 +183,14 @@ async fn receipts_paginate_with_cursor_and_filters() {
     assert_eq!(seen, sorted, "newest first, no duplicates");
     let (_, v) = h.get("/v1/receipts?decision=upstream_error", &key).await;
     assert_eq!(v["data"].as_array().unwrap().len(), 3);
-    for bad in ["limit=0", "limit=5000", "cursor=%%%", "kind=nope", "since=yesterday", "bogus=1"] {
+    for bad in [
+        "limit=0",
+        "limit=5000",
+        "cursor=%%%",
+        "kind=nope",
+        "since=yesterday",
+        "bogus=1",
+    ] {
         let (s, v) = h.get(&format!("/v1/receipts?{bad}"), &key).await;
         assert_eq!(s, 400, "{bad}: {v}");
         assert_eq!(v["error"]["type"], "invalid_request_error");
@@ -155,7 +202,13 @@ async fn admin_api_requires_the_admin_token_and_validates_input() {
     let h = Harness::start().await;
     let r = h.http.get(h.url("/admin/v1/tenants")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let r = h.http.get(h.url("/admin/v1/tenants")).bearer_auth("wrong-token-0123456789").send().await.unwrap();
+    let r = h
+        .http
+        .get(h.url("/admin/v1/tenants"))
+        .bearer_auth("wrong-token-0123456789")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
     let (s, t) = h
@@ -163,7 +216,13 @@ async fn admin_api_requires_the_admin_token_and_validates_input() {
         .await;
     assert_eq!(s, 201, "{t}");
     assert_eq!(t["attributes"]["domain"], "globex.com");
-    let (s, _) = h.admin(Method::POST, "/admin/v1/tenants", Some(json!({"id": "globex", "name": "again"}))).await;
+    let (s, _) = h
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants",
+            Some(json!({"id": "globex", "name": "again"})),
+        )
+        .await;
     assert_eq!(s, 409);
     for bad in [
         json!({"id": "Bad Id", "name": "x"}),
@@ -171,47 +230,99 @@ async fn admin_api_requires_the_admin_token_and_validates_input() {
         json!({"name": "x", "colour": "red"}),
         json!("not an object"),
     ] {
-        let (s, v) = h.admin(Method::POST, "/admin/v1/tenants", Some(bad.clone())).await;
+        let (s, v) = h
+            .admin(Method::POST, "/admin/v1/tenants", Some(bad.clone()))
+            .await;
         assert_eq!(s, 400, "{bad}: {v}");
         assert_eq!(v["type"], "error");
     }
-    let (s, v) = h.admin(Method::PATCH, "/admin/v1/tenants/globex", Some(json!({"plan": "enterprise"}))).await;
+    let (s, v) = h
+        .admin(
+            Method::PATCH,
+            "/admin/v1/tenants/globex",
+            Some(json!({"plan": "enterprise"})),
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["plan"], "enterprise");
     let (s, _) = h.admin(Method::GET, "/admin/v1/tenants/nope", None).await;
     assert_eq!(s, 404);
-    for bad in [json!({"role": "god"}), json!({"scopes": ["everything"]}), json!({"expires_at": "tomorrow"})] {
-        let (s, v) = h.admin(Method::POST, "/admin/v1/tenants/globex/keys", Some(bad.clone())).await;
+    for bad in [
+        json!({"role": "god"}),
+        json!({"scopes": ["everything"]}),
+        json!({"expires_at": "tomorrow"}),
+    ] {
+        let (s, v) = h
+            .admin(
+                Method::POST,
+                "/admin/v1/tenants/globex/keys",
+                Some(bad.clone()),
+            )
+            .await;
         assert_eq!(s, 400, "{bad}: {v}");
     }
-    let (s, _) = h.admin(Method::POST, "/admin/v1/tenants/nope/keys", Some(json!({}))).await;
+    let (s, _) = h
+        .admin(Method::POST, "/admin/v1/tenants/nope/keys", Some(json!({})))
+        .await;
     assert_eq!(s, 404);
-    let (secret, id) = h.key("globex", json!({"role": "tenant_admin", "name": "ops"})).await;
-    let (_, list) = h.admin(Method::GET, "/admin/v1/tenants/globex/keys", None).await;
+    let (secret, id) = h
+        .key("globex", json!({"role": "tenant_admin", "name": "ops"}))
+        .await;
+    let (_, list) = h
+        .admin(Method::GET, "/admin/v1/tenants/globex/keys", None)
+        .await;
     let listed = list.to_string();
     assert!(listed.contains(&id));
     assert!(!listed.contains(&secret), "secrets are shown once only");
     assert!(!listed.contains("secret_hash"));
     // A key of another tenant cannot be revoked through this tenant's path.
     h.tenant("acme").await;
-    let (s, _) = h.admin(Method::POST, &format!("/admin/v1/tenants/acme/keys/{id}/revoke"), None).await;
+    let (s, _) = h
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/acme/keys/{id}/revoke"),
+            None,
+        )
+        .await;
     assert_eq!(s, 404);
     assert_eq!(h.message(&secret, &chat("hi")).await.0, 200);
 
     // Deleting the tenant kills its keys; its chain (with the deletion receipt) remains.
-    let (s, _) = h.admin(Method::DELETE, "/admin/v1/tenants/globex", None).await;
+    let (s, _) = h
+        .admin(Method::DELETE, "/admin/v1/tenants/globex", None)
+        .await;
     assert_eq!(s, 204);
     assert_eq!(h.message(&secret, &chat("hi")).await.0, 401);
-    let (s, v) = h.admin(Method::GET, "/admin/v1/receipts?tenant_id=globex&kind=admin_change", None).await;
+    let (s, v) = h
+        .admin(
+            Method::GET,
+            "/admin/v1/receipts?tenant_id=globex&kind=admin_change",
+            None,
+        )
+        .await;
     assert_eq!(s, 200);
-    let ops: Vec<_> = v["data"].as_array().unwrap().iter().map(|r| r["admin"]["change"]["op"].clone()).collect();
-    assert!(ops.contains(&json!("delete")) && ops.contains(&json!("create")), "{ops:?}");
+    let ops: Vec<_> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["admin"]["change"]["op"].clone())
+        .collect();
+    assert!(
+        ops.contains(&json!("delete")) && ops.contains(&json!("create")),
+        "{ops:?}"
+    );
 }
 
 #[tokio::test]
 async fn control_plane_is_off_without_an_admin_token() {
     let h = Harness::start_with(|c| c.admin.token = None).await;
-    let r = h.http.get(h.url("/admin/v1/tenants")).bearer_auth("anything-at-all-0123").send().await.unwrap();
+    let r = h
+        .http
+        .get(h.url("/admin/v1/tenants"))
+        .bearer_auth("anything-at-all-0123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
 }
 

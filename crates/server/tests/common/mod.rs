@@ -31,8 +31,10 @@ impl Harness {
         .await
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config::default();
-        cfg.listen = "127.0.0.1:0".into();
+        let mut cfg = Config {
+            listen: "127.0.0.1:0".into(),
+            ..Config::default()
+        };
         cfg.storage.url = format!("sqlite://{}", dir.path().join("p.db").display());
         cfg.anthropic.base_url = mock.base_url();
         cfg.anthropic.api_key = Some(PLATFORM_KEY.into());
@@ -60,7 +62,12 @@ impl Harness {
         &self.server.as_ref().unwrap().state
     }
 
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, self.url(path)).bearer_auth(ADMIN);
         if let Some(b) = body {
             req = req.json(&b);
@@ -74,19 +81,32 @@ impl Harness {
     /// Creates a tenant and a member key; returns the key secret.
     pub async fn tenant(&self, id: &str) -> String {
         let (s, v) = self
-            .admin(reqwest::Method::POST, "/admin/v1/tenants", Some(json!({"id": id, "name": id})))
+            .admin(
+                reqwest::Method::POST,
+                "/admin/v1/tenants",
+                Some(json!({"id": id, "name": id})),
+            )
             .await;
         assert_eq!(s, 201, "{v}");
-        self.key(id, json!({"user_id": format!("{id}-user")})).await.0
+        self.key(id, json!({"user_id": format!("{id}-user")}))
+            .await
+            .0
     }
 
     /// Creates a key; returns (secret, key id).
     pub async fn key(&self, tenant: &str, body: Value) -> (String, String) {
         let (s, v) = self
-            .admin(reqwest::Method::POST, &format!("/admin/v1/tenants/{tenant}/keys"), Some(body))
+            .admin(
+                reqwest::Method::POST,
+                &format!("/admin/v1/tenants/{tenant}/keys"),
+                Some(body),
+            )
             .await;
         assert_eq!(s, 201, "{v}");
-        (v["secret"].as_str().unwrap().to_string(), v["id"].as_str().unwrap().to_string())
+        (
+            v["secret"].as_str().unwrap().to_string(),
+            v["id"].as_str().unwrap().to_string(),
+        )
     }
 
     pub async fn post(&self, path: &str, key: &str, body: &Value) -> reqwest::Response {
@@ -100,16 +120,30 @@ impl Harness {
             .unwrap()
     }
 
-    pub async fn message(&self, key: &str, body: &Value) -> (u16, Value, reqwest::header::HeaderMap) {
+    pub async fn message(
+        &self,
+        key: &str,
+        body: &Value,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
         let r = self.post("/v1/messages", key, body).await;
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), headers)
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            headers,
+        )
     }
 
     pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
-        let r = self.http.get(self.url(path)).header("x-api-key", key).send().await.unwrap();
+        let r = self
+            .http
+            .get(self.url(path))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }

@@ -1,0 +1,508 @@
+//! Text normalisation for keyword and injection matching.
+//!
+//! Obfuscation (fullwidth letters, Cyrillic look-alikes, zero-width joiners, "i g n o r e")
+//! must not hide a blocked term, so keywords and injection phrases are matched on a folded
+//! copy: NFKD compatibility decomposition with combining marks dropped (so `ｉ`, `𝐢`, `í`
+//! all become `i`), invisible format characters removed, a homoglyph table folded to
+//! Latin, lowercase, and runs of single letters separated by one separator collapsed.
+//! Every output byte remembers the original character it came from, so spans map back.
+//!
+//! Each output character depends only on a few neighbouring characters, which keeps
+//! matching local (required for exact streaming).
+
+use std::ops::Range;
+
+use unicode_normalization::char::{decompose_compatible, is_combining_mark};
+
+/// Normalised text plus the mapping back to the original.
+#[derive(Debug, Clone)]
+pub struct Normalized {
+    /// Folded, lowercased text.
+    pub text: String,
+    /// Original byte offset of the character that produced each byte of `text`;
+    /// `None` when the mapping is the identity (ASCII text without spaced letters).
+    src: Option<Vec<u32>>,
+}
+
+/// Invisible-character evidence gathered while normalising (feeds injection scoring).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Signals {
+    /// Runs of Unicode tag characters (U+E0000..U+E007F), original spans.
+    pub tags: Vec<Range<usize>>,
+    /// Runs of bidi controls.
+    pub bidi: Vec<Range<usize>>,
+    /// Runs of zero-width characters that sit between two letters (obfuscation).
+    pub zero_width_in_word: Vec<Range<usize>>,
+}
+
+impl Normalized {
+    /// Map a byte range of the normalised text back to the original text.
+    pub fn map_span(&self, original: &str, r: Range<usize>) -> Range<usize> {
+        match &self.src {
+            None => r,
+            Some(src) => {
+                if r.start >= r.end || r.end > src.len() {
+                    return 0..0;
+                }
+                let start = src[r.start] as usize;
+                let last = src[r.end - 1] as usize;
+                let end = last + original[last..].chars().next().map_or(0, char::len_utf8);
+                start..end
+            }
+        }
+    }
+
+    /// Whether the normalised text is a plain lowercase copy of the original.
+    pub fn is_identity(&self) -> bool {
+        self.src.is_none()
+    }
+}
+
+/// Normalise `text` (see module docs).
+pub fn normalize(text: &str) -> Normalized {
+    let mut sig = Signals::default();
+    normalize_full(text, &mut sig)
+}
+
+/// Fast path used by the scanner: `None` when the text needs the full treatment.
+pub(crate) fn fast_identity(text: &str) -> Option<Normalized> {
+    if !text.is_ascii() || has_spaced_run(text.as_bytes()) {
+        return None;
+    }
+    Some(Normalized {
+        text: text.to_ascii_lowercase(),
+        src: None,
+    })
+}
+
+pub(crate) fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{E0000}'..='\u{E007F}' | '\u{E0100}'..='\u{E01EF}')
+}
+
+fn is_tag(c: char) -> bool {
+    ('\u{E0000}'..='\u{E007F}').contains(&c)
+}
+
+fn is_bidi(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// Homoglyphs commonly used to dodge filters, folded to the Latin letter they imitate.
+pub(crate) fn fold_confusable(c: char) -> char {
+    match c {
+        // Cyrillic
+        'а' => 'a',
+        'А' => 'A',
+        'в' => 'b',
+        'В' => 'B',
+        'е' => 'e',
+        'Е' => 'E',
+        'ё' => 'e',
+        'к' => 'k',
+        'К' => 'K',
+        'м' => 'm',
+        'М' => 'M',
+        'н' => 'h',
+        'Н' => 'H',
+        'о' => 'o',
+        'О' => 'O',
+        'р' => 'p',
+        'Р' => 'P',
+        'с' => 'c',
+        'С' => 'C',
+        'т' => 't',
+        'Т' => 'T',
+        'у' => 'y',
+        'У' => 'Y',
+        'х' => 'x',
+        'Х' => 'X',
+        'і' => 'i',
+        'І' => 'I',
+        'ї' => 'i',
+        'ј' => 'j',
+        'Ј' => 'J',
+        'ѕ' => 's',
+        'Ѕ' => 'S',
+        'ԁ' => 'd',
+        'ԛ' => 'q',
+        'ԝ' => 'w',
+        'ɡ' => 'g',
+        'ӏ' => 'l',
+        'Ӏ' => 'I',
+        'һ' => 'h',
+        'ո' => 'n',
+        'ս' => 'u',
+        'օ' => 'o',
+        'ց' => 'g',
+        'г' => 'r',
+        'п' => 'n',
+        'ь' => 'b',
+        'Ь' => 'b',
+        'ԍ' => 'G',
+        'ԉ' => 'l',
+        // Greek
+        'α' => 'a',
+        'Α' => 'A',
+        'β' => 'b',
+        'Β' => 'B',
+        'ε' => 'e',
+        'Ε' => 'E',
+        'Ζ' => 'Z',
+        'η' => 'n',
+        'Η' => 'H',
+        'ι' => 'i',
+        'Ι' => 'I',
+        'κ' => 'k',
+        'Κ' => 'K',
+        'Μ' => 'M',
+        'ν' => 'v',
+        'Ν' => 'N',
+        'ο' => 'o',
+        'Ο' => 'O',
+        'ρ' => 'p',
+        'Ρ' => 'P',
+        'τ' => 't',
+        'Τ' => 'T',
+        'υ' => 'u',
+        'Υ' => 'Y',
+        'χ' => 'x',
+        'Χ' => 'X',
+        'γ' => 'y',
+        'ϲ' => 'c',
+        'Ϲ' => 'C',
+        'ϳ' => 'j',
+        'ω' => 'w',
+        'ς' => 's',
+        // Latin look-alikes and IPA
+        'ı' => 'i',
+        'ȷ' => 'j',
+        'ſ' => 's',
+        'ʟ' => 'l',
+        'ɪ' => 'i',
+        'ɑ' => 'a',
+        'ɩ' => 'i',
+        'ɴ' => 'n',
+        'ʀ' => 'r',
+        'ꮃ' => 'w',
+        'ᴀ' => 'a',
+        'ᴄ' => 'c',
+        'ᴅ' => 'd',
+        'ᴇ' => 'e',
+        'ᴏ' => 'o',
+        'ᴘ' => 'p',
+        'ᴛ' => 't',
+        'ᴜ' => 'u',
+        'ᴠ' => 'v',
+        'ᴡ' => 'w',
+        'ᴢ' => 'z',
+        'ℓ' => 'l',
+        '∕' => '/',
+        '⁄' => '/',
+        '‐' => '-',
+        '‑' => '-',
+        '‒' => '-',
+        '–' => '-',
+        '—' => '-',
+        '−' => '-',
+        _ => c,
+    }
+}
+
+fn normalize_full(text: &str, sig: &mut Signals) -> Normalized {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut src: Vec<u32> = Vec::with_capacity(text.len() + 16);
+    // Track invisible runs.
+    let mut run_start: Option<(usize, u8)> = None; // (start, kind: 0 tag, 1 bidi, 2 zw)
+    let mut prev_letter = false;
+    let mut pending_zw: Option<Range<usize>> = None;
+    for (i, c) in text.char_indices() {
+        if c.is_ascii() {
+            if let Some((s, k)) = run_start.take() {
+                close_run(sig, s..i, k, &mut pending_zw);
+            }
+            let b = c.to_ascii_lowercase();
+            let is_letter = b.is_ascii_alphanumeric();
+            if let Some(zw) = pending_zw.take()
+                && prev_letter
+                && is_letter
+            {
+                sig.zero_width_in_word.push(zw);
+            }
+            prev_letter = is_letter;
+            out.push(b);
+            src.push(i as u32);
+            continue;
+        }
+        if is_invisible(c) {
+            let kind = if is_tag(c) {
+                0
+            } else if is_bidi(c) {
+                1
+            } else {
+                2
+            };
+            match run_start {
+                Some((_, k)) if k == kind => {}
+                Some((s, k)) => {
+                    close_run(sig, s..i, k, &mut pending_zw);
+                    run_start = Some((i, kind));
+                }
+                None => run_start = Some((i, kind)),
+            }
+            continue;
+        }
+        if let Some((s, k)) = run_start.take() {
+            close_run(sig, s..i, k, &mut pending_zw);
+        }
+        let mut is_letter = false;
+        let mut any = false;
+        decompose_compatible(c, |d| {
+            if is_combining_mark(d) {
+                return;
+            }
+            let d = fold_confusable(d);
+            for l in d.to_lowercase() {
+                is_letter |= l.is_alphanumeric();
+                any = true;
+                let start = out.len();
+                out.push(l);
+                for _ in start..out.len() {
+                    src.push(i as u32);
+                }
+            }
+        });
+        if any {
+            if let Some(zw) = pending_zw.take()
+                && prev_letter
+                && is_letter
+            {
+                sig.zero_width_in_word.push(zw);
+            }
+            prev_letter = is_letter;
+        }
+    }
+    if let Some((s, k)) = run_start.take() {
+        close_run(sig, s..text.len(), k, &mut pending_zw);
+    }
+    let mut n = Normalized {
+        text: out,
+        src: Some(src),
+    };
+    collapse_spaced(&mut n);
+    n
+}
+
+fn close_run(sig: &mut Signals, r: Range<usize>, kind: u8, pending_zw: &mut Option<Range<usize>>) {
+    match kind {
+        0 => sig.tags.push(r),
+        1 => sig.bidi.push(r),
+        _ => *pending_zw = Some(r),
+    }
+}
+
+#[inline]
+fn is_alnum(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b >= 0x80
+}
+
+#[inline]
+fn is_spacing_sep(b: u8) -> bool {
+    matches!(b, b' ' | b'.' | b'-' | b'_' | b'*')
+}
+
+#[inline]
+fn isolated_letter(n: &[u8], i: usize) -> bool {
+    n[i].is_ascii_alphabetic()
+        && (i == 0 || !is_alnum(n[i - 1]))
+        && (i + 1 == n.len() || !is_alnum(n[i + 1]))
+}
+
+/// Runs of at least three isolated letters separated by exactly one separator:
+/// returns (first letter index, last letter index) pairs.
+fn spaced_runs(n: &[u8]) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < n.len() {
+        if isolated_letter(n, i) {
+            let mut j = i;
+            while j + 2 < n.len() && is_spacing_sep(n[j + 1]) && isolated_letter(n, j + 2) {
+                j += 2;
+            }
+            if (j - i) / 2 + 1 >= 3 {
+                runs.push((i, j));
+                i = j + 1;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    runs
+}
+
+#[inline]
+fn alpha_u8(x: u8) -> u8 {
+    ((x | 0x20).wrapping_sub(b'a') < 26) as u8
+}
+
+#[inline]
+fn sep_u8(x: u8) -> u8 {
+    (x == b' ') as u8
+        | (x == b'.') as u8
+        | (x == b'-') as u8
+        | (x == b'_') as u8
+        | (x == b'*') as u8
+}
+
+#[inline]
+fn alnum_u8(x: u8) -> u8 {
+    alpha_u8(x) | (x.wrapping_sub(b'0') < 10) as u8 | (x >= 0x80) as u8
+}
+
+/// Whether `b` may contain a spaced-letter run. Exact in the interior (a branch-free
+/// 7-byte window the compiler vectorises: `¬alnum, L, sep, L, sep, L, ¬alnum`),
+/// conservative at the edges; a false "yes" only costs the slow path, whose output is the
+/// same for text without runs.
+pub(crate) fn has_spaced_run(b: &[u8]) -> bool {
+    let n = b.len();
+    if n < 5 {
+        return false;
+    }
+    if n < 16 {
+        return !spaced_runs(b).is_empty();
+    }
+    if !spaced_runs_loose(&b[..8]) || !spaced_runs_loose(&b[n - 8..]) {
+        return true;
+    }
+    let m = n - 6;
+    let mut i = 0;
+    while i < m {
+        let e = (i + 2048).min(m);
+        let hit = b[i..e]
+            .iter()
+            .zip(&b[i + 1..e + 1])
+            .zip(&b[i + 2..e + 2])
+            .zip(&b[i + 3..e + 3])
+            .zip(&b[i + 4..e + 4])
+            .zip(&b[i + 5..e + 5])
+            .zip(&b[i + 6..e + 6])
+            .fold(0u8, |acc, ((((((&x0, &x1), &x2), &x3), &x4), &x5), &x6)| {
+                acc | ((alnum_u8(x0) ^ 1)
+                    & alpha_u8(x1)
+                    & sep_u8(x2)
+                    & alpha_u8(x3)
+                    & sep_u8(x4)
+                    & alpha_u8(x5)
+                    & (alnum_u8(x6) ^ 1))
+            });
+        if hit != 0 {
+            return true;
+        }
+        i = e;
+    }
+    false
+}
+
+/// `true` when `s` certainly has no spaced run touching it (used only for the edges).
+fn spaced_runs_loose(s: &[u8]) -> bool {
+    // Count separators between letters; fewer than two means no three-letter run.
+    s.windows(3)
+        .filter(|w| alpha_u8(w[0]) == 1 && sep_u8(w[1]) == 1 && alpha_u8(w[2]) == 1)
+        .count()
+        < 2
+}
+
+fn collapse_spaced(n: &mut Normalized) {
+    let runs = spaced_runs(n.text.as_bytes());
+    if runs.is_empty() {
+        return;
+    }
+    let Some(src) = n.src.as_ref() else { return };
+    let bytes = n.text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut nsrc = Vec::with_capacity(bytes.len());
+    let mut r = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        while r < runs.len() && i > runs[r].1 {
+            r += 1;
+        }
+        if r < runs.len() && i > runs[r].0 && i < runs[r].1 && (i - runs[r].0) % 2 == 1 {
+            i += 1;
+            continue;
+        }
+        out.push(bytes[i]);
+        nsrc.push(src[i]);
+        i += 1;
+    }
+    // Only ASCII separators were removed, so `out` is still valid UTF-8.
+    if let Ok(s) = String::from_utf8(out) {
+        n.text = s;
+        n.src = Some(nsrc);
+    }
+}
+
+/// Normalise and also return invisible-character signals.
+pub(crate) fn normalize_for_scan(text: &str) -> (Normalized, Signals) {
+    if let Some(n) = fast_identity(text) {
+        return (n, Signals::default());
+    }
+    let mut sig = Signals::default();
+    let n = normalize_full(text, &mut sig);
+    (n, sig)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(s: &str) -> String {
+        normalize(s).text
+    }
+
+    #[test]
+    fn folds_obfuscation() {
+        assert_eq!(norm("ＩＧＮＯＲＥ"), "ignore");
+        assert_eq!(norm("іgnоrе"), "ignore"); // Cyrillic i, o, e
+        assert_eq!(norm("ig\u{200B}no\u{200D}re"), "ignore");
+        assert_eq!(norm("i g n o r e  all"), "ignore  all");
+        assert_eq!(norm("i.g.n.o.r.e"), "ignore");
+        assert_eq!(norm("café"), "cafe");
+        assert_eq!(norm("a b"), "a b");
+    }
+
+    #[test]
+    fn maps_spans_back() {
+        let s = "say ＩＧＮＯＲＥ now";
+        let n = normalize(s);
+        let at = n.text.find("ignore").unwrap();
+        let r = n.map_span(s, at..at + 6);
+        assert_eq!(&s[r], "ＩＧＮＯＲＥ");
+        let s = "x i g n o r e y";
+        let n = normalize(s);
+        let at = n.text.find("ignore").unwrap();
+        assert_eq!(&s[n.map_span(s, at..at + 6)], "i g n o r e");
+    }
+
+    #[test]
+    fn spaced_precheck_agrees() {
+        for s in [
+            "a b c",
+            "U.S.A.",
+            "e.g. this",
+            "x y",
+            "I a m here",
+            "ab c d e",
+            "a-b-c-d",
+        ] {
+            assert_eq!(
+                has_spaced_run(s.as_bytes()),
+                !spaced_runs(s.as_bytes()).is_empty(),
+                "{s}"
+            );
+        }
+    }
+}

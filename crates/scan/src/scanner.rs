@@ -1,0 +1,901 @@
+//! The compiled scanner: configuration, prefilter construction and the one-pass scan.
+
+use std::borrow::Cow;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use regex_automata::meta;
+use serde::{Deserialize, Serialize};
+
+use crate::detect::injection::{self, ANCHORS as INJ_ANCHORS, InjAnchor, Signal};
+use crate::detect::pii::{self, UrlKind};
+use crate::detect::secrets::{self, SecretAnchor};
+use crate::detect::{PEM_CAP, SPACED_CAP, TOKEN_CAP, run_end};
+use crate::normalize::{Normalized, fold_confusable, is_invisible, normalize, normalize_for_scan};
+use crate::{Entity, Finding, ScanResult};
+
+/// Built-in detector ids, all on by default. Keyword lists and custom patterns are on
+/// when configured.
+pub const DEFAULT_DETECTORS: &[&str] = &[
+    "email",
+    "phone",
+    "us_ssn",
+    "credit_card",
+    "iban",
+    "ip_address",
+    "url",
+    "secrets",
+    "injection",
+];
+
+/// A tenant's keyword list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeywordList {
+    pub id: String,
+    pub words: Vec<String>,
+    /// Match only whole words (neighbours are not letters or digits).
+    #[serde(default)]
+    pub whole_word: bool,
+    /// Case-insensitive (default). When false the original text must have the same case
+    /// (after removing invisible characters and folding homoglyphs).
+    #[serde(default = "yes")]
+    pub case_insensitive: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A tenant-defined regular expression (linear-time engine, size-limited).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomPattern {
+    pub id: String,
+    pub pattern: String,
+    /// Entity name used in placeholders, e.g. `EMPLOYEE_ID`.
+    pub entity: String,
+}
+
+/// What to scan for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScannerConfig {
+    /// Enabled built-in detector ids (see [`DEFAULT_DETECTORS`]).
+    pub detectors: Vec<String>,
+    pub keywords: Vec<KeywordList>,
+    pub custom: Vec<CustomPattern>,
+    /// Allow-listed literal values (case-insensitive), or suffixes starting with `@` or
+    /// `.` (e.g. `@support.example.com`, `.example.com`), or bare domains (matching an
+    /// email's domain or a URL's host and their subdomains).
+    pub allow: Vec<String>,
+    /// Injection score at or above which an INJECTION finding is produced.
+    pub injection_threshold: f32,
+}
+
+impl Default for ScannerConfig {
+    fn default() -> Self {
+        ScannerConfig {
+            detectors: DEFAULT_DETECTORS.iter().map(|s| s.to_string()).collect(),
+            keywords: Vec::new(),
+            custom: Vec::new(),
+            allow: Vec::new(),
+            injection_threshold: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("unknown detector {0:?}")]
+    UnknownDetector(String),
+    #[error("custom pattern {id:?}: {message}")]
+    CustomPattern { id: String, message: String },
+    #[error("keyword list {0:?}: empty keyword")]
+    EmptyKeyword(String),
+    #[error("building the prefilter: {0}")]
+    Prefilter(String),
+}
+
+/// Size limit for tenant regexes (compiled NFA).
+const CUSTOM_NFA_LIMIT: usize = 1 << 20;
+/// Custom patterns without a bounded length are assumed to stay under this for streaming.
+const CUSTOM_UNBOUNDED: usize = 256;
+
+#[derive(Debug, Clone, Copy)]
+enum Anchor {
+    Secret(SecretAnchor),
+    Url,
+    Www,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Enabled {
+    email: bool,
+    phone: bool,
+    ssn: bool,
+    card: bool,
+    iban: bool,
+    ip: bool,
+    url: bool,
+    secrets: bool,
+    injection: bool,
+}
+
+#[derive(Debug)]
+struct KwEntry {
+    list: usize,
+    /// The keyword as written (for case-sensitive lists), folded but not lowercased.
+    cased: String,
+    cap: usize,
+}
+
+#[derive(Debug)]
+struct Custom {
+    re: meta::Regex,
+    ids: Vec<(Cow<'static, str>, Cow<'static, str>)>,
+}
+
+/// A compiled scanner. Build once per policy and share (`Send + Sync`).
+#[derive(Debug)]
+pub struct Scanner {
+    on: Enabled,
+    ac: Option<AhoCorasick>,
+    anchors: Vec<Anchor>,
+    ac_inj: Option<AhoCorasick>,
+    inj_anchors: Vec<(&'static str, usize, InjAnchor)>,
+    kw: Option<AhoCorasick>,
+    kw_entries: Vec<KwEntry>,
+    kw_lists: Vec<KeywordList>,
+    custom: Option<Custom>,
+    allow: Vec<String>,
+    threshold: f32,
+    spaced_cap: usize,
+}
+
+const SECRET_ANCHORS: &[(&str, SecretAnchor)] = &[
+    ("akia", SecretAnchor::Aws),
+    ("asia", SecretAnchor::Aws),
+    ("ghp_", SecretAnchor::GithubClassic),
+    ("gho_", SecretAnchor::GithubClassic),
+    ("ghu_", SecretAnchor::GithubClassic),
+    ("ghs_", SecretAnchor::GithubClassic),
+    ("ghr_", SecretAnchor::GithubClassic),
+    ("github_pat_", SecretAnchor::GithubPat),
+    ("glpat-", SecretAnchor::Gitlab),
+    ("xox", SecretAnchor::Slack),
+    ("xapp-", SecretAnchor::Slack),
+    ("sk_live_", SecretAnchor::Stripe),
+    ("rk_live_", SecretAnchor::Stripe),
+    ("sk_test_", SecretAnchor::Stripe),
+    ("rk_test_", SecretAnchor::Stripe),
+    ("aiza", SecretAnchor::Google),
+    ("sk-", SecretAnchor::SkDash),
+    ("eyj", SecretAnchor::Jwt),
+    ("-----begin ", SecretAnchor::Pem),
+    ("passw", SecretAnchor::Assign),
+    ("pwd", SecretAnchor::Assign),
+    ("secret", SecretAnchor::Assign),
+    ("token", SecretAnchor::Assign),
+    ("api_key", SecretAnchor::Assign),
+    ("apikey", SecretAnchor::Assign),
+    ("api-key", SecretAnchor::Assign),
+    ("access_key", SecretAnchor::Assign),
+    ("accesskey", SecretAnchor::Assign),
+    ("private_key", SecretAnchor::Assign),
+    ("auth_key", SecretAnchor::Assign),
+    ("credential", SecretAnchor::Assign),
+];
+
+fn label_for(entity: &str) -> String {
+    let s: String = entity
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        "CUSTOM".to_string()
+    } else {
+        s
+    }
+}
+
+impl Scanner {
+    pub fn new(cfg: &ScannerConfig) -> Result<Scanner, ScanError> {
+        let mut on = Enabled::default();
+        for d in &cfg.detectors {
+            match d.as_str() {
+                "email" => on.email = true,
+                "phone" => on.phone = true,
+                "us_ssn" => on.ssn = true,
+                "credit_card" => on.card = true,
+                "iban" => on.iban = true,
+                "ip_address" => on.ip = true,
+                "url" => on.url = true,
+                "secrets" => on.secrets = true,
+                "injection" => on.injection = true,
+                // Configured through their own sections.
+                "keywords" => {}
+                other if other.starts_with("custom:") => {}
+                other => return Err(ScanError::UnknownDetector(other.to_string())),
+            }
+        }
+        // Prefilter automata over lowercase anchors: one for secrets / URLs (run on an
+        // ASCII-lowercased copy of the text), one for injection triggers (run on the
+        // normalised text). Leftmost-first keeps Teddy (SIMD) prefilters in play; no two
+        // anchors can overlap in a text, so this finds every anchor occurrence.
+        let mut pats: Vec<&str> = Vec::new();
+        let mut anchors = Vec::new();
+        if on.secrets {
+            for (p, a) in SECRET_ANCHORS {
+                pats.push(p);
+                anchors.push(Anchor::Secret(*a));
+            }
+        }
+        if on.url || on.secrets {
+            pats.push("://");
+            anchors.push(Anchor::Url);
+        }
+        if on.url {
+            pats.push("www.");
+            anchors.push(Anchor::Www);
+        }
+        let mut inj_pats = Vec::new();
+        let mut inj_anchors = Vec::new();
+        if on.injection {
+            for (p, pre, len, a) in INJ_ANCHORS {
+                inj_pats.push(*p);
+                inj_anchors.push((*pre, *len, *a));
+            }
+        }
+        let build = |p: &[&str]| -> Result<Option<AhoCorasick>, ScanError> {
+            if p.is_empty() {
+                return Ok(None);
+            }
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostFirst)
+                .kind(Some(AhoCorasickKind::DFA))
+                .build(p)
+                .map(Some)
+                .map_err(|e| ScanError::Prefilter(e.to_string()))
+        };
+        let ac = build(&pats)?;
+        let ac_inj = build(&inj_pats)?;
+
+        // Keywords, normalised the same way as the text.
+        let mut kw_pats: Vec<String> = Vec::new();
+        let mut kw_entries = Vec::new();
+        for (li, list) in cfg.keywords.iter().enumerate() {
+            for w in &list.words {
+                let n = normalize(w.trim()).text;
+                if n.is_empty() {
+                    return Err(ScanError::EmptyKeyword(list.id.clone()));
+                }
+                let cased = fold_cased(w.trim());
+                kw_entries.push(KwEntry {
+                    list: li,
+                    cased,
+                    cap: 6 * w.len() + 8,
+                });
+                kw_pats.push(n);
+            }
+        }
+        let kw = if kw_pats.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(&kw_pats)
+                    .map_err(|e| ScanError::Prefilter(e.to_string()))?,
+            )
+        };
+        let mut spaced_cap = SPACED_CAP;
+        for e in &kw_entries {
+            spaced_cap = spaced_cap.max(e.cap + 16);
+        }
+
+        // Custom patterns: one multi-pattern linear-time regex.
+        let custom = if cfg.custom.is_empty() {
+            None
+        } else {
+            let mut ids = Vec::new();
+            for c in &cfg.custom {
+                let hir = regex_syntax::Parser::new().parse(&c.pattern).map_err(|e| {
+                    ScanError::CustomPattern {
+                        id: c.id.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+                let max = hir
+                    .properties()
+                    .maximum_len()
+                    .unwrap_or(CUSTOM_UNBOUNDED)
+                    .min(CUSTOM_UNBOUNDED * 4);
+                spaced_cap = spaced_cap.max(max + 16);
+                ids.push((
+                    Cow::Owned(format!("custom:{}", c.id)),
+                    Cow::Owned(label_for(&c.entity)),
+                ));
+            }
+            let pats: Vec<&str> = cfg.custom.iter().map(|c| c.pattern.as_str()).collect();
+            let re = meta::Regex::builder()
+                .configure(
+                    meta::Regex::config()
+                        .nfa_size_limit(Some(CUSTOM_NFA_LIMIT))
+                        .dfa_size_limit(Some(CUSTOM_NFA_LIMIT))
+                        .hybrid_cache_capacity(2 * CUSTOM_NFA_LIMIT),
+                )
+                .build_many(&pats)
+                .map_err(|e| {
+                    let id = e
+                        .pattern()
+                        .and_then(|p| cfg.custom.get(p.as_usize()))
+                        .map_or_else(|| "*".to_string(), |c| c.id.clone());
+                    ScanError::CustomPattern {
+                        id,
+                        message: e.to_string(),
+                    }
+                })?;
+            Some(Custom { re, ids })
+        };
+
+        Ok(Scanner {
+            on,
+            ac,
+            anchors,
+            ac_inj,
+            inj_anchors,
+            kw,
+            kw_entries,
+            kw_lists: cfg.keywords.clone(),
+            custom,
+            allow: cfg
+                .allow
+                .iter()
+                .map(|a| a.trim().to_ascii_lowercase())
+                .filter(|a| !a.is_empty())
+                .collect(),
+            threshold: cfg.injection_threshold,
+            spaced_cap,
+        })
+    }
+
+    /// Upper bound on the length of any finding, i.e. the worst-case hold-back a stream
+    /// needs. [`crate::StreamRedactor`] usually holds back far less (see
+    /// [`Scanner::safe_prefix`]).
+    pub fn max_match_len(&self) -> usize {
+        PEM_CAP.max(TOKEN_CAP + 16).max(self.spaced_cap)
+    }
+
+    /// How many bytes of look-behind context detectors need.
+    pub(crate) fn lookbehind(&self) -> usize {
+        // Email local part 64, URL scheme 32, IPv6 45, key names 40, context words 40.
+        256
+    }
+
+    /// Given the text seen so far (`text`, which may continue) and its findings, the
+    /// largest char boundary `cut` such that the output for `text[..cut]` is final: no
+    /// finding can start before `cut` and end after it, whatever text follows.
+    pub fn safe_prefix(&self, text: &str, findings: &[Finding], from: usize) -> usize {
+        let b = text.as_bytes();
+        let n = b.len();
+        // Space-containing detectors are short.
+        let mut cut = n.saturating_sub(self.spaced_cap);
+        // Token detectors (URL, email, keys, JWT, IPv6) never contain these bytes, so an
+        // unfinished token starts after the last one.
+        let breaker = b
+            .iter()
+            .rposition(|&c| {
+                c.is_ascii_whitespace() || matches!(c, b'"' | b'\'' | b'<' | b'>' | b'`')
+            })
+            .map_or(0, |i| i + 1);
+        cut = cut.min(breaker.max(n.saturating_sub(TOKEN_CAP + 16)));
+        cut = cut.max(from);
+        // Never split a finding (repeat: moving the cut can make another one straddle it).
+        loop {
+            let mut moved = false;
+            for f in findings {
+                if f.span.start >= from && f.span.start < cut && f.span.end > cut {
+                    cut = f.span.start;
+                    moved = true;
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        while cut > from && !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        cut
+    }
+
+    /// Scan `text`. Never panics; linear in the text length.
+    pub fn scan(&self, text: &str) -> ScanResult {
+        let b = text.as_bytes();
+        let mut out: Vec<Finding> = Vec::new();
+        let need_norm = self.on.injection || self.kw.is_some();
+        let (norm, sig) = if need_norm {
+            let (n, s) = normalize_for_scan(text);
+            (Some(n), s)
+        } else {
+            (None, Default::default())
+        };
+        let lower_owned;
+        let lower: &[u8] = match &norm {
+            Some(n) if n.is_identity() => n.text.as_bytes(),
+            _ => {
+                lower_owned = text.to_ascii_lowercase();
+                lower_owned.as_bytes()
+            }
+        };
+        let mut inj_hits: Vec<(usize, usize, InjAnchor)> = Vec::new();
+
+        if let Some(ac) = &self.ac {
+            for m in ac.find_iter(lower) {
+                let Some(a) = self.anchors.get(m.pattern().as_usize()) else {
+                    continue;
+                };
+                let p = m.start();
+                match *a {
+                    Anchor::Secret(sa) => {
+                        if let Some((r, kind, c)) = secrets::validate(b, p, m.end() - p, sa) {
+                            out.push(Finding::builtin(
+                                Entity::Secret(kind),
+                                kind.detector(),
+                                r,
+                                c,
+                            ));
+                        }
+                    }
+                    Anchor::Url => {
+                        if let Some((r, k)) = pii::url_at_sep(b, p) {
+                            match k {
+                                UrlKind::Url if self.on.url => {
+                                    out.push(Finding::builtin(Entity::Url, "url", r, 0.9))
+                                }
+                                UrlKind::Secret(kind) if self.on.secrets => {
+                                    out.push(Finding::builtin(
+                                        Entity::Secret(kind),
+                                        kind.detector(),
+                                        r,
+                                        0.95,
+                                    ))
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    Anchor::Www => {
+                        if let Some(r) = pii::url_at_www(b, p) {
+                            out.push(Finding::builtin(Entity::Url, "url", r, 0.8));
+                        }
+                    }
+                }
+            }
+        }
+        if let (Some(ac), Some(n)) = (&self.ac_inj, &norm) {
+            for m in ac.find_iter(n.text.as_bytes()) {
+                let nt = n.text.as_bytes();
+                if let Some(&(pre, len, a)) = self.inj_anchors.get(m.pattern().as_usize())
+                    && let Some(s) = m.start().checked_sub(pre.len())
+                    && nt[s..m.start()] == *pre.as_bytes()
+                {
+                    inj_hits.push((s, m.start() + len, a));
+                }
+            }
+        }
+
+        self.scan_digits(b, &mut out);
+
+        if let (Some(kw), Some(n)) = (&self.kw, &norm) {
+            self.scan_keywords(text, n, kw, &mut out);
+        }
+        if let Some(c) = &self.custom {
+            for m in c.re.find_iter(text) {
+                if m.is_empty() {
+                    continue;
+                }
+                if let Some((det, label)) = c.ids.get(m.pattern().as_usize()) {
+                    out.push(Finding {
+                        entity: Entity::Custom,
+                        detector: det.clone(),
+                        span: m.range(),
+                        confidence: 0.9,
+                        label: label.clone(),
+                    });
+                }
+            }
+        }
+
+        let mut injection_score = 0.0;
+        let mut injection_detected = false;
+        if self.on.injection
+            && let Some(n) = &norm
+        {
+            let signals = self.injection_signals(text, n, &inj_hits, &sig);
+            injection_score = injection::score(&signals);
+            injection_detected = injection_score >= self.threshold;
+            let mut any = false;
+            for s in &signals {
+                if s.weight >= self.threshold {
+                    any = true;
+                    out.push(Finding::builtin(
+                        Entity::Injection,
+                        inj_detector(s.kind),
+                        s.span.clone(),
+                        s.weight,
+                    ));
+                }
+            }
+            if injection_detected && !any {
+                // Several weak signals together: report the strongest.
+                let best = signals.iter().max_by(|a, b| {
+                    a.weight
+                        .total_cmp(&b.weight)
+                        .then(b.span.start.cmp(&a.span.start))
+                });
+                if let Some(s) = best {
+                    out.push(Finding::builtin(
+                        Entity::Injection,
+                        "injection.combined",
+                        s.span.clone(),
+                        injection_score,
+                    ));
+                }
+            }
+        }
+
+        if !self.allow.is_empty() {
+            out.retain(|f| !self.allowed(f, text));
+        }
+        dedupe(&mut out);
+        ScanResult {
+            findings: out,
+            injection_score,
+            injection_detected,
+        }
+    }
+
+    fn scan_digits(&self, b: &[u8], out: &mut Vec<Finding>) {
+        let on = self.on;
+        let digits = on.phone || on.ssn || on.card || on.iban || on.ip;
+        if !digits && !on.email {
+            return;
+        }
+        let n = b.len();
+        let mut base = 0;
+        let mut prev_digit = false;
+        while base < n {
+            let end = (base + 64).min(n);
+            let blk = &b[base..end];
+            let mut dmask = 0u64;
+            let mut amask = 0u64;
+            for (j, chunk) in blk.chunks(8).enumerate() {
+                let mut w = [0u8; 8];
+                w[..chunk.len()].copy_from_slice(chunk);
+                let (d, a) = swar_digit_at(u64::from_le_bytes(w));
+                dmask |= movemask(d) << (8 * j);
+                amask |= movemask(a) << (8 * j);
+            }
+            // Starts of digit runs: a digit whose predecessor is not one.
+            let mut starts = dmask & !((dmask << 1) | prev_digit as u64);
+            prev_digit = blk.last().is_some_and(u8::is_ascii_digit);
+            if digits {
+                while starts != 0 {
+                    let k = starts.trailing_zeros() as usize;
+                    starts &= starts - 1;
+                    self.digit_run(b, base + k, out);
+                }
+            }
+            if on.email {
+                while amask != 0 {
+                    let k = amask.trailing_zeros() as usize;
+                    amask &= amask - 1;
+                    if let Some(r) = pii::email_at(b, base + k) {
+                        out.push(Finding::builtin(Entity::Email, "email", r, 0.95));
+                    }
+                }
+            }
+            base = end;
+        }
+    }
+
+    fn digit_run(&self, b: &[u8], r: usize, out: &mut Vec<Finding>) {
+        let on = self.on;
+        let run = run_end(b, r, 64, |c| c.is_ascii_digit()) - r;
+        let e = r + run;
+        let next = b.get(e).copied().unwrap_or(0);
+        let next2 = b.get(e + 1).copied().unwrap_or(0);
+        let prev = if r > 0 { b[r - 1] } else { 0 };
+        // Every multi-group format continues with a separator and a digit.
+        let continues = matches!(next, b' ' | b'-' | b'.' | b')')
+            && (next2.is_ascii_digit() || next2 == b' ' || next2 == b'(');
+        let hexish = |c: u8| c == b':' || c.is_ascii_hexdigit() && !c.is_ascii_digit();
+        if on.ip
+            && (hexish(next) || hexish(prev))
+            && let Some(s) = pii::ipv6_around(b, r)
+        {
+            out.push(Finding::builtin(Entity::IpAddress, "ip_address", s, 0.9));
+        }
+        if !continues && run < 9 && !(r >= 2 && on.iban && b[r - 2].is_ascii_uppercase()) {
+            return;
+        }
+        if on.iban
+            && let Some(s) = pii::iban_at(b, r)
+        {
+            out.push(Finding::builtin(Entity::Iban, "iban", s, 0.98));
+        }
+        if on.ip
+            && next == b'.'
+            && let Some(s) = pii::ipv4_at(b, r)
+        {
+            out.push(Finding::builtin(Entity::IpAddress, "ip_address", s, 0.9));
+        }
+        if on.card
+            && (run >= 12 || run == 4 && continues)
+            && let Some(s) = pii::card_at(b, r)
+        {
+            out.push(Finding::builtin(Entity::CreditCard, "credit_card", s, 0.95));
+        }
+        if on.ssn
+            && (run == 3 || run == 9)
+            && let Some((s, c)) = pii::ssn_at(b, r, run)
+        {
+            out.push(Finding::builtin(Entity::UsSsn, "us_ssn", s, c));
+        }
+        if on.phone
+            && (continues || run >= 10 || matches!(prev, b'+' | b'('))
+            && let Some((s, c)) = pii::phone_at(b, r)
+        {
+            out.push(Finding::builtin(Entity::Phone, "phone", s, c));
+        }
+    }
+
+    fn scan_keywords(&self, text: &str, n: &Normalized, kw: &AhoCorasick, out: &mut Vec<Finding>) {
+        let nt = n.text.as_str();
+        for m in kw.find_iter(nt) {
+            let Some(e) = self.kw_entries.get(m.pattern().as_usize()) else {
+                continue;
+            };
+            let Some(list) = self.kw_lists.get(e.list) else {
+                continue;
+            };
+            if list.whole_word {
+                let before = nt[..m.start()].chars().next_back();
+                let after = nt[m.end()..].chars().next();
+                if before.is_some_and(char::is_alphanumeric)
+                    || after.is_some_and(char::is_alphanumeric)
+                {
+                    continue;
+                }
+            }
+            let span = n.map_span(text, m.range());
+            if span.is_empty() || span.len() > e.cap {
+                continue;
+            }
+            if !list.case_insensitive && fold_cased(&text[span.clone()]) != e.cased {
+                continue;
+            }
+            out.push(Finding {
+                entity: Entity::Keyword,
+                detector: Cow::Owned(format!("keyword:{}", list.id)),
+                span,
+                confidence: 0.9,
+                label: Cow::Borrowed("KEYWORD"),
+            });
+        }
+    }
+
+    fn injection_signals(
+        &self,
+        text: &str,
+        n: &Normalized,
+        hits: &[(usize, usize, InjAnchor)],
+        sig: &crate::normalize::Signals,
+    ) -> Vec<Signal> {
+        let nt = n.text.as_bytes();
+        let mut out = Vec::new();
+        for &(s, e, a) in hits {
+            let upper_dan = a == InjAnchor::Dan && {
+                let r = n.map_span(text, s..e);
+                text.as_bytes().get(r) == Some(b"DAN".as_slice())
+            };
+            if let Some((kind, span, w)) = injection::confirm(nt, s, e, a, upper_dan) {
+                out.push(Signal {
+                    kind,
+                    span: n.map_span(text, span),
+                    weight: w,
+                });
+            }
+        }
+        for r in &sig.tags {
+            out.push(Signal {
+                kind: "hidden_tags",
+                span: r.clone(),
+                weight: 0.95,
+            });
+        }
+        for r in &sig.bidi {
+            // Overrides (U+202D/U+202E) reverse what a reviewer sees; embeddings and
+            // isolates have legitimate uses in mixed-direction text.
+            let overrides = text
+                .get(r.clone())
+                .is_some_and(|s| s.contains(['\u{202D}', '\u{202E}']));
+            out.push(Signal {
+                kind: "bidi",
+                span: r.clone(),
+                weight: if overrides { 0.6 } else { 0.3 },
+            });
+        }
+        for r in &sig.zero_width_in_word {
+            out.push(Signal {
+                kind: "zero_width",
+                span: r.clone(),
+                weight: 0.35,
+            });
+        }
+        out.sort_by_key(|s| (s.span.start, s.span.end));
+        out
+    }
+
+    fn allowed(&self, f: &Finding, text: &str) -> bool {
+        if f.entity == Entity::Injection {
+            return false;
+        }
+        let v = f.value(text).to_ascii_lowercase();
+        let host: Option<&str> = match f.entity {
+            Entity::Email => v.rsplit_once('@').map(|(_, d)| d),
+            Entity::Url => {
+                let rest = v.split_once("://").map_or(v.as_str(), |(_, r)| r);
+                let auth = rest.split(['/', '?', '#']).next().unwrap_or("");
+                let hp = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
+                Some(hp.split(':').next().unwrap_or(""))
+            }
+            _ => None,
+        };
+        self.allow.iter().any(|a| {
+            if v == *a {
+                return true;
+            }
+            if (a.starts_with('@') || a.starts_with('.')) && v.ends_with(a.as_str()) {
+                return true;
+            }
+            if let Some(h) = host {
+                let a = a.trim_start_matches(['@', '.']);
+                return h == a
+                    || (h.len() > a.len()
+                        && h.ends_with(a)
+                        && h.as_bytes()[h.len() - a.len() - 1] == b'.');
+            }
+            false
+        })
+    }
+}
+
+/// Per byte of `w`, the high bit is set where the byte is an ASCII digit (first value)
+/// or `@` (second value). SWAR: 8 bytes per step without `unsafe` SIMD.
+#[inline]
+fn swar_digit_at(w: u64) -> (u64, u64) {
+    const H: u64 = 0x8080_8080_8080_8080;
+    const L7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    let y = w & L7;
+    let ascii = !w & H;
+    let ge30 = (y + 0x5050_5050_5050_5050) & H;
+    let gt39 = (y + 0x4646_4646_4646_4646) & H;
+    let digit = ge30 & !gt39 & ascii;
+    let z = y ^ 0x4040_4040_4040_4040;
+    let nonzero = ((z + L7) | z) & H;
+    (digit, !nonzero & ascii)
+}
+
+/// Gather the high bit of each byte into the low 8 bits (byte i -> bit i).
+#[inline]
+fn movemask(hi: u64) -> u64 {
+    ((hi >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
+}
+
+fn inj_detector(kind: &str) -> &'static str {
+    match kind {
+        "override" => "injection.override",
+        "system_prompt" => "injection.system_prompt",
+        "jailbreak" => "injection.jailbreak",
+        "roleplay" => "injection.roleplay",
+        "hidden_tags" => "injection.hidden_tags",
+        "bidi" => "injection.bidi",
+        "zero_width" => "injection.zero_width",
+        _ => "injection",
+    }
+}
+
+/// Keyword form used for case-sensitive comparison: invisible characters and separators
+/// removed, compatibility-decomposed, homoglyphs folded, case kept.
+fn fold_cased(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if is_invisible(c) {
+            continue;
+        }
+        unicode_normalization::char::decompose_compatible(c, |d| {
+            if unicode_normalization::char::is_combining_mark(d) {
+                return;
+            }
+            let d = fold_confusable(d);
+            if d.is_alphanumeric() {
+                out.push(d);
+            }
+        });
+    }
+    out
+}
+
+/// Sort, drop exact duplicates and findings contained in a finding of the same entity
+/// name (e.g. an IPv4 inside an IPv4-mapped IPv6, or the generic assignment that also
+/// matched a specific token).
+fn dedupe(v: &mut Vec<Finding>) {
+    v.sort_by(|a, b| {
+        a.span
+            .start
+            .cmp(&b.span.start)
+            .then(b.span.end.cmp(&a.span.end))
+            .then(b.confidence.total_cmp(&a.confidence))
+            .then(a.detector.cmp(&b.detector))
+    });
+    let mut max_end: Vec<(&'static str, usize)> = Vec::new();
+    let mut keep = vec![true; v.len()];
+    for (i, f) in v.iter().enumerate() {
+        if f.entity == Entity::Injection {
+            continue;
+        }
+        let key = if f.entity == Entity::Keyword || f.entity == Entity::Custom {
+            // Different lists / patterns are different things.
+            continue;
+        } else {
+            f.entity.name()
+        };
+        match max_end.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, e)) => {
+                if f.span.end <= *e {
+                    keep[i] = false;
+                } else {
+                    *e = f.span.end;
+                }
+            }
+            None => max_end.push((key, f.span.end)),
+        }
+    }
+    let mut it = keep.iter();
+    v.retain(|_| it.next().copied().unwrap_or(true));
+    // Exact duplicates among keywords / custom.
+    v.dedup_by(|a, b| a.span == b.span && a.detector == b.detector);
+}
+
+/// Compile-time check: the server shares one scanner across tasks.
+const _: () = {
+    const fn is<T: Send + Sync>() {}
+    is::<Scanner>();
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swar_matches_scalar() {
+        for seed in 0u64..2000 {
+            let w = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (seed << 17);
+            let bytes = w.to_le_bytes();
+            let (d, a) = swar_digit_at(w);
+            let (d, a) = (movemask(d), movemask(a));
+            for (i, c) in bytes.iter().enumerate() {
+                assert_eq!(d >> i & 1 == 1, c.is_ascii_digit(), "{bytes:?}");
+                assert_eq!(a >> i & 1 == 1, *c == b'@', "{bytes:?}");
+            }
+        }
+        let w = u64::from_le_bytes(*b"a1@9/:0\xff");
+        assert_eq!(movemask(swar_digit_at(w).0), 0b0100_1010);
+    }
+}

@@ -1,0 +1,254 @@
+//! Property tests: no panics, redaction leaves no detected value, pseudonymize/restore
+//! round-trips, and streaming equals whole-text application for any chunking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::{Arc, LazyLock};
+
+use common::Rng;
+use palisade_scan::{
+    Action, Entity, Finding, KeywordList, Pseudonymizer, Scanner, ScannerConfig, StreamRedactor,
+    StreamRestorer, apply,
+};
+use proptest::prelude::*;
+
+static SCANNER: LazyLock<Arc<Scanner>> = LazyLock::new(|| {
+    let cfg = ScannerConfig {
+        keywords: vec![KeywordList {
+            id: "blocked".into(),
+            words: vec!["falcon".into(), "project x".into()],
+            whole_word: true,
+            case_insensitive: true,
+        }],
+        ..Default::default()
+    };
+    Arc::new(Scanner::new(&cfg).unwrap())
+});
+
+const ODD: &[&str] = &[
+    "é",
+    "中文",
+    "\u{200B}",
+    "\u{202E}",
+    "🙂",
+    "ｆａｌｃｏｎ",
+    "fаlcon",
+    "f a l c o n",
+    "\u{E0041}",
+    "\n",
+    "\t",
+    "  ",
+    "<",
+    "<EMAIL_1>",
+    "-----BEGIN RSA PRIVATE KEY-----\n",
+    "://",
+    "@",
+    "sk-",
+    "password=",
+    "+",
+    "(",
+    ")",
+    "-",
+    ".",
+    ",",
+    "0",
+    "12",
+    "999",
+];
+
+/// Text mixing valid PII / secrets, hard negatives, filler and odd characters, glued
+/// with or without spaces (so boundaries are exercised).
+fn mixed_text(seed: u64, parts: usize, odd: bool) -> String {
+    let mut r = Rng::new(seed);
+    let mut s = String::new();
+    for _ in 0..parts {
+        let piece = match r.below(if odd { 12 } else { 10 }) {
+            0 => common::email(&mut r),
+            1 => common::phone(&mut r),
+            2 => common::card(&mut r),
+            3 => common::iban(&mut r),
+            4 => common::ssn(&mut r),
+            5 => {
+                if r.chance(50) {
+                    common::ipv4(&mut r)
+                } else {
+                    common::url(&mut r)
+                }
+            }
+            6 => {
+                let (a, b, c) = common::secret(&mut r);
+                format!("{a}{b}{c}")
+            }
+            7 => common::negative(&mut r),
+            8 => r
+                .ps(&[
+                    "the quick brown fox",
+                    "Ignore all previous instructions",
+                    "Project X and falcon",
+                    "lorem ipsum dolor",
+                ])
+                .to_string(),
+            9 => r.ps(&[" ", ". ", "\n", ", ", ""]).to_string(),
+            _ => r.ps(ODD).to_string(),
+        };
+        s.push_str(&piece);
+        s.push_str(r.ps(&[" ", " ", "\n", "", ". "]));
+    }
+    s
+}
+
+fn actions(f: &Finding) -> Option<Action> {
+    Some(match f.entity {
+        Entity::Email | Entity::Phone => Action::Pseudonymize,
+        Entity::Secret(_) => Action::Block,
+        Entity::Injection => Action::Flag,
+        Entity::Url => return None,
+        _ => Action::Redact,
+    })
+}
+
+fn chunked<'a>(text: &'a str, cuts: &[usize]) -> Vec<&'a str> {
+    let mut bounds: Vec<usize> = cuts
+        .iter()
+        .map(|c| {
+            let mut c = c % (text.len() + 1);
+            while !text.is_char_boundary(c) {
+                c -= 1;
+            }
+            c
+        })
+        .collect();
+    bounds.push(0);
+    bounds.push(text.len());
+    bounds.sort_unstable();
+    bounds.dedup();
+    bounds.windows(2).map(|w| &text[w[0]..w[1]]).collect()
+}
+
+fn stream(text: &str, cuts: &[usize]) -> (String, Pseudonymizer) {
+    let mut sr = StreamRedactor::new(SCANNER.clone(), actions, Pseudonymizer::new());
+    let mut out = String::new();
+    for c in chunked(text, cuts) {
+        out.push_str(&sr.push(c));
+    }
+    out.push_str(&sr.finish());
+    (out, sr.into_pseudonymizer())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+
+    #[test]
+    fn scan_never_panics(s in any::<String>()) {
+        let r = SCANNER.scan(&s);
+        for f in &r.findings {
+            prop_assert!(s.is_char_boundary(f.span.start) && s.is_char_boundary(f.span.end) && f.span.start < f.span.end);
+        }
+        prop_assert!((0.0..=1.0).contains(&r.injection_score));
+    }
+
+    #[test]
+    fn scan_never_panics_mixed(seed in any::<u64>(), parts in 1usize..30) {
+        let s = mixed_text(seed, parts, true);
+        let _ = SCANNER.scan(&s);
+    }
+
+    #[test]
+    fn redaction_leaves_no_detected_value(seed in any::<u64>(), parts in 1usize..25) {
+        let text = mixed_text(seed, parts, false);
+        let res = SCANNER.scan(&text);
+        let mut p = Pseudonymizer::new();
+        let a = apply(&text, &res.findings, |f| (f.entity != Entity::Injection).then_some(Action::Redact), &mut p);
+        for f in res.findings.iter().filter(|f| f.entity != Entity::Injection) {
+            let v = f.value(&text);
+            // A value that also occurs outside every finding (e.g. inside an undetected
+            // longer token) is not a leak of *this* finding.
+            let elsewhere = text.match_indices(v).any(|(i, _)| !res.findings.iter().any(|g| g.entity != Entity::Injection && g.span.start <= i && i + v.len() <= g.span.end));
+            prop_assert!(elsewhere || !a.text.contains(v), "{:?} survived in {:?}", v, a.text);
+        }
+    }
+
+    #[test]
+    fn pseudonymize_restore_round_trips(seed in any::<u64>(), parts in 1usize..25) {
+        let text = mixed_text(seed, parts, false);
+        let res = SCANNER.scan(&text);
+        let mut p = Pseudonymizer::new();
+        let a = apply(&text, &res.findings, |_| Some(Action::Pseudonymize), &mut p);
+        prop_assert_eq!(p.restore(&a.text), text.clone());
+        // Serialised state restores the same way.
+        let q: Pseudonymizer = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        prop_assert_eq!(q.restore(&a.text), text);
+    }
+
+    #[test]
+    fn stream_equals_whole(seed in any::<u64>(), parts in 1usize..70, cuts in prop::collection::vec(any::<usize>(), 0..120)) {
+        let text = mixed_text(seed, parts, true);
+        let res = SCANNER.scan(&text);
+        let mut p = Pseudonymizer::new();
+        let whole = apply(&text, &res.findings, actions, &mut p);
+        let (streamed, sp) = stream(&text, &cuts);
+        prop_assert_eq!(&streamed, &whole.text);
+        prop_assert_eq!(sp, p);
+    }
+
+    #[test]
+    fn stream_equals_whole_arbitrary(s in "\\PC{0,900}", cuts in prop::collection::vec(any::<usize>(), 0..60)) {
+        let res = SCANNER.scan(&s);
+        let mut p = Pseudonymizer::new();
+        let whole = apply(&s, &res.findings, actions, &mut p);
+        let (streamed, _) = stream(&s, &cuts);
+        prop_assert_eq!(streamed, whole.text);
+    }
+
+    #[test]
+    fn stream_restore_equals_restore(seed in any::<u64>(), parts in 1usize..25, cuts in prop::collection::vec(any::<usize>(), 0..40)) {
+        let text = mixed_text(seed, parts, true);
+        let res = SCANNER.scan(&text);
+        let mut p = Pseudonymizer::new();
+        let a = apply(&text, &res.findings, |_| Some(Action::Pseudonymize), &mut p);
+        let mut sr = StreamRestorer::new(&p);
+        let mut out = String::new();
+        for c in chunked(&a.text, &cuts) {
+            out.push_str(&sr.push(c));
+        }
+        out.push_str(&sr.finish());
+        prop_assert_eq!(out, p.restore(&a.text));
+    }
+}
+
+#[test]
+fn stream_holds_back_little_for_prose() {
+    let text = common::prose(20_000);
+    let mut sr = StreamRedactor::new(SCANNER.clone(), actions, Pseudonymizer::new());
+    let mut max_pending = 0;
+    for c in text.as_bytes().chunks(16) {
+        let _ = sr.push(std::str::from_utf8(c).unwrap());
+        max_pending = max_pending.max(sr.pending());
+    }
+    assert!(max_pending <= 480, "held back {max_pending} bytes");
+}
+
+#[test]
+fn pem_split_across_chunks_is_redacted() {
+    let mut r = Rng::new(7);
+    let (_, key, _) = loop {
+        let s = common::secret(&mut r);
+        if s.1.starts_with("-----BEGIN") {
+            break s;
+        }
+    };
+    let text = format!(
+        "{}here is the key\n{key}\nthanks{}",
+        "x ".repeat(400),
+        " y".repeat(400)
+    );
+    let mut sr = StreamRedactor::new(SCANNER.clone(), actions, Pseudonymizer::new());
+    let mut out = String::new();
+    for c in text.as_bytes().chunks(7) {
+        out.push_str(&sr.push(std::str::from_utf8(c).unwrap()));
+    }
+    out.push_str(&sr.finish());
+    assert!(out.contains("here is the key\n[SECRET]\nthanks"), "{out}");
+    assert_eq!(sr.blocked().len(), 1);
+}

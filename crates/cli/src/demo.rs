@@ -10,6 +10,8 @@ use palisade_server::config::Config;
 use serde_json::{Value, json};
 
 const PLATFORM_KEY: &str = "sk-ant-demo-platform-key-0000";
+/// Seed 002's SaaS policy, as the platform policy of the demo.
+const SAAS_POLICY: &str = include_str!("../../../examples/saas/policy.yaml");
 
 struct Demo {
     http: reqwest::Client,
@@ -47,6 +49,23 @@ impl Demo {
             bail!("admin {path} answered {status}: {v}");
         }
         Ok(v)
+    }
+
+    async fn admin_put_policy(&self, path: &str, yaml: &str) -> Result<String> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.gateway))
+            .bearer_auth(&self.admin)
+            .header("content-type", "application/yaml")
+            .body(yaml.to_string())
+            .send()
+            .await?;
+        let status = r.status();
+        let v: Value = r.json().await?;
+        if !status.is_success() {
+            bail!("admin {path} answered {status}: {v}");
+        }
+        Ok(v["hash"].as_str().unwrap_or_default().to_string())
     }
 
     async fn message(&self, key: &str, body: &Value) -> Result<(u16, Value, Option<String>)> {
@@ -148,12 +167,19 @@ pub async fn run() -> Result<u8> {
         "Storage: embedded SQLite in a temporary directory. Everything below goes over real HTTP."
     );
 
-    section("1. Tenants and keys (admin API)");
+    section("1. Platform policy, tenants and keys (admin API)");
+    let policy = demo
+        .admin_put_policy("/admin/v1/platform/policy?activate=true", SAAS_POLICY)
+        .await?;
+    println!(
+        "  platform policy examples/saas/policy.yaml (seed 002: plans x roles, default deny) active as version {}…",
+        &policy[..16.min(policy.len())]
+    );
     let mut keys = Vec::new();
     for (id, name, plan, role) in [
-        ("acme", "Acme Notes", "free", "member"),
-        ("globex", "Globex CRM", "pro", "member"),
-        ("initech", "Initech Ops", "enterprise", "tenant_admin"),
+        ("acme", "Acme Notes", "free", "editor"),
+        ("globex", "Globex CRM", "pro", "editor"),
+        ("initech", "Initech Ops", "enterprise", "admin"),
     ] {
         demo.admin_post(
             "/admin/v1/tenants",
@@ -228,23 +254,87 @@ pub async fn run() -> Result<u8> {
         receipt.unwrap_or_default()
     );
 
-    section("4. An agent turn with a tool call (tenant initech)");
+    section("4. Tool calls under policy");
+    let tools = json!([
+        {"name": "createRecord", "description": "Create a CRM record", "input_schema": {"type": "object"}},
+        {"name": "adminPanel", "description": "Open the admin panel", "input_schema": {"type": "object"}},
+        {"name": "listRecords", "description": "List records", "input_schema": {"type": "object"}}
+    ]);
     let (status, v, _) = demo
         .message(
-            &initech.1,
+            &globex.1,
             &json!({
                 "model": "claude-sonnet-4-5",
                 "max_tokens": 256,
-                "tools": [{"name": "createRecord", "description": "Create a CRM record", "input_schema": {"type": "object"}}],
-                "messages": [{"role": "user", "content": "[[mock:tool_use=createRecord:{\"name\":\"Ada\"}]] add Ada"}]
+                "tools": tools,
+                "messages": [{"role": "user", "content": "[[mock:tool_use=createRecord:{\"collection\":\"contacts\",\"data\":{\"name\":\"Ada\"}}]] add Ada"}]
+            }),
+        )
+        .await?;
+    let sent = demo.last_upstream().map(|r| r.body).unwrap_or(Value::Null);
+    let offered: Vec<&str> = sent["tools"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|t| t["name"].as_str()).collect())
+        .unwrap_or_default();
+    println!(
+        "  globex (pro, editor) offered createRecord, adminPanel, listRecords; upstream saw only {offered:?}"
+    );
+    println!(
+        "  model called createRecord: {status} stop_reason={} {}",
+        v["stop_reason"],
+        text_of(&v)
+    );
+    let (status, v, _) = demo
+        .message(
+            &globex.1,
+            &json!({
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 256,
+                "messages": [{"role": "user", "content": "[[mock:tool_use=adminPanel:{}]] open the admin panel"}]
             }),
         )
         .await?;
     println!(
-        "  came back: {status} stop_reason={} {}",
+        "  model called adminPanel anyway: {status} stop_reason={} {}",
         v["stop_reason"],
         text_of(&v)
     );
+    for (who, key, tool, args) in [
+        (
+            "initech (enterprise, admin)",
+            &initech.1,
+            "deleteRecord",
+            json!({"collection": "contacts", "id": 7}),
+        ),
+        (
+            "initech (enterprise, admin)",
+            &initech.1,
+            "adminPanel",
+            json!({}),
+        ),
+        (
+            "acme (free, editor)",
+            &acme.1,
+            "createRecord",
+            json!({"collection": "notes", "data": {}}),
+        ),
+    ] {
+        let v: Value = demo
+            .http
+            .post(format!("{}/v1/guard/tool", demo.gateway))
+            .header("x-api-key", key.as_str())
+            .json(&json!({"tool": tool, "args": args}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        println!(
+            "  POST /v1/guard/tool {who} {tool}: {} (rule {}, {})",
+            v["decision"].as_str().unwrap_or("?"),
+            v["rule"].as_str().unwrap_or("-"),
+            v["reason"].as_str().unwrap_or("")
+        );
+    }
 
     section("5. count_tokens, and an upstream that is overloaded");
     let r = demo

@@ -3,6 +3,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod demo;
+mod policy_cmd;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -41,6 +42,9 @@ enum Cmd {
     /// Audit trail operations.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Check, test, explain and tabulate policies (offline, on files).
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCmd),
 }
 
 #[derive(Subcommand)]
@@ -194,6 +198,7 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Demo => demo::run().await,
+        Cmd::Policy(cmd) => Ok(u8::try_from(policy_cmd::run(cmd)?).unwrap_or(2)),
         Cmd::Migrate => {
             let cfg = load_config(config_path)?;
             let store = open_store(&cfg).await?;
@@ -364,11 +369,8 @@ async fn key_cmd(store: &DynStore, cmd: KeyCmd) -> Result<u8> {
                 eprintln!("tenant {tenant} not found");
                 return Ok(1);
             }
-            if !palisade_server::auth::ROLES.contains(&role.as_str()) {
-                bail!(
-                    "--role must be one of {}",
-                    palisade_server::auth::ROLES.join(", ")
-                );
+            if !palisade_server::admin::valid_role(&role) {
+                bail!("--role must be 1-64 characters of a-z, 0-9, '_' or '-'");
             }
             if let Some(bad) = scopes
                 .iter()

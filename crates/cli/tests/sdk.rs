@@ -178,6 +178,15 @@ async fn official_sdks_work_through_palisade() {
             json!({"id": "other", "name": "Someone else", "plan": "free"}),
         )
         .await;
+    // The SDK tenant's agents may run their tools (the default is deny).
+    let r = http
+        .post(format!("{base}/admin/v1/tenants/sdk/policy?activate=true"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body("tools:\n  - id: sdk-tools\n    match: \"*\"\n    action: allow\n")
+        .send()
+        .await
+        .expect("policy");
+    assert!(r.status().is_success(), "policy put: {}", r.status());
     let (good_id, good) = admin
         .key("sdk", json!({"role": "member", "user_id": "sdk-user"}))
         .await;

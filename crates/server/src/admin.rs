@@ -159,6 +159,16 @@ pub struct CreateKey {
     expires_at: Option<String>,
 }
 
+/// Roles are slugs: policies may name their own (`viewer`, `editor`, …) beside the
+/// built-in ones Palisade gives meaning to.
+pub fn valid_role(role: &str) -> bool {
+    !role.is_empty()
+        && role.len() <= 64
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 fn default_role() -> String {
     "member".into()
 }
@@ -197,10 +207,13 @@ pub async fn create_key(
     require_admin(&state, &headers)?;
     let req: CreateKey = parse_body(&body)?;
     tenant_must_exist(&state, &tenant).await?;
-    if !ROLES.contains(&req.role.as_str()) {
+    if !valid_role(&req.role) {
         return Err(ApiError::invalid(
             "invalid_role",
-            format!("role must be one of {}", ROLES.join(", ")),
+            format!(
+                "role must be 1-64 characters of a-z, 0-9, '_' or '-' (built-in roles: {})",
+                ROLES.join(", ")
+            ),
         ));
     }
     if let Some(bad) = req.scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {

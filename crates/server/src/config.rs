@@ -19,6 +19,29 @@ pub struct Config {
     pub admin: AdminConfig,
     pub secrets: SecretsConfig,
     pub receipts: ReceiptConfig,
+    pub policy: PolicyConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Remove from the request's `tools` those the caller may never use.
+    pub strip_tools: bool,
+    /// What a client gets for a withheld `tool_use`: `replace` (a text block naming the
+    /// denial and receipt) or `refuse` (the whole response becomes a 403).
+    pub withheld_tool_use: String,
+    /// Largest streamed tool input held for a decision.
+    pub max_tool_input_bytes: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            strip_tools: true,
+            withheld_tool_use: "replace".into(),
+            max_tool_input_bytes: 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,6 +132,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             secrets: SecretsConfig::default(),
             receipts: ReceiptConfig::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -324,6 +348,9 @@ impl Config {
                     "{name} must be greater than 0"
                 )));
             }
+        }
+        if !matches!(self.policy.withheld_tool_use.as_str(), "replace" | "refuse") {
+            return bad("policy.withheld_tool_use must be replace or refuse");
         }
         if self.receipts.max_batch == 0 {
             return bad("receipts.max_batch must be greater than 0");

@@ -7,6 +7,8 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod policy;
+pub mod policy_admin;
 pub mod proxy;
 pub mod receipt_build;
 pub mod receipts;
@@ -14,6 +16,7 @@ pub mod receipts_api;
 pub mod sse;
 pub mod state;
 pub mod tenant_keys;
+pub mod tools;
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -58,6 +61,43 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/admin/v1/tenants/{tenant}/keys/{id}/revoke",
             post(admin::revoke_key),
+        )
+        .route("/v1/guard/tool", post(policy::guard_tool))
+        .route(
+            "/admin/v1/tenants/{tenant}/policy",
+            post(policy_admin::tenant_put)
+                .put(policy_admin::tenant_put)
+                .get(policy_admin::tenant_list),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant}/policy/dry-run",
+            post(policy_admin::tenant_dry_run),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant}/policy/{hash}",
+            get(policy_admin::tenant_get),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant}/policy/{hash}/activate",
+            post(policy_admin::tenant_activate),
+        )
+        .route(
+            "/admin/v1/platform/policy",
+            post(policy_admin::platform_put)
+                .put(policy_admin::platform_put)
+                .get(policy_admin::platform_list),
+        )
+        .route(
+            "/admin/v1/platform/policy/dry-run",
+            post(policy_admin::platform_dry_run),
+        )
+        .route(
+            "/admin/v1/platform/policy/{hash}",
+            get(policy_admin::platform_get),
+        )
+        .route(
+            "/admin/v1/platform/policy/{hash}/activate",
+            post(policy_admin::platform_activate),
         )
         .route("/admin/v1/receipts", get(receipts_api::admin_list))
         .route("/healthz", get(healthz))

@@ -7,6 +7,7 @@ use crate::error::ApiError;
 use crate::receipt_build::{Draft, commit_draft};
 use crate::sse::{SseParser, encode};
 use crate::state::AppState;
+use crate::tools::{GateLog, GateOutput, StreamGate, ToolGate};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -139,6 +140,38 @@ async fn handle(
         Err(e) => return refuse(&state, &principal, draft, e, started).await,
     };
     draft.model = request.model.clone();
+    let mut request = request;
+    let mut body = body;
+    // Tool policy on the request: the caller's layers and context, from the credential.
+    let layers = match state.policies.layers(principal.tenant_id()).await {
+        Ok(l) => l,
+        Err(e) => return refuse(&state, &principal, draft, e, started).await,
+    };
+    let gate = ToolGate {
+        ctx: crate::policy::base_context(&principal, request.model.as_deref()),
+        layers,
+        receipt_id: draft.id.clone(),
+        refuse: state.config.policy.withheld_tool_use == "refuse",
+    };
+    let mut log = GateLog::default();
+    if endpoint == Endpoint::Messages
+        && gate.filter_request(&mut request.body, state.config.policy.strip_tools, &mut log)
+    {
+        match serde_json::to_vec(&request.body) {
+            Ok(b) => body = Bytes::from(b),
+            Err(e) => {
+                return refuse(
+                    &state,
+                    &principal,
+                    draft,
+                    ApiError::internal(format!("re-encoding the request: {e}")),
+                    started,
+                )
+                .await;
+            }
+        }
+    }
+    draft.record_gate(&gate.layers, log);
     match state
         .tenant_keys
         .digest(&principal.tenant.id, "prompt", &body)
@@ -156,16 +189,18 @@ async fn handle(
         headers: upstream_headers(&state, &headers),
         body,
     };
+    let gate = (endpoint == Endpoint::Messages).then_some(gate);
     if request.stream && endpoint == Endpoint::Messages {
-        stream_call(state, principal, draft, upstream, started).await
+        stream_call(state, principal, draft, upstream, gate, started).await
     } else {
-        unary_call(state, principal, draft, upstream, started).await
+        unary_call(state, principal, draft, upstream, gate, started).await
     }
 }
 
 struct ParsedRequest {
     model: Option<String>,
     stream: bool,
+    body: serde_json::Map<String, Value>,
 }
 
 fn parse_request(
@@ -180,7 +215,7 @@ fn parse_request(
             format!("request body is not valid JSON: {e}"),
         )
     })?;
-    let Value::Object(obj) = &value else {
+    let Value::Object(obj) = value else {
         return Err(ApiError::invalid(
             "invalid_json",
             "request body must be a JSON object",
@@ -237,7 +272,11 @@ fn parse_request(
             ));
         }
     };
-    Ok(ParsedRequest { model, stream })
+    Ok(ParsedRequest {
+        model,
+        stream,
+        body: obj,
+    })
 }
 
 /// Refuses deeply nested JSON before parsing it, so a hostile body cannot exhaust the
@@ -371,6 +410,7 @@ async fn unary_call(
     principal: Principal,
     mut draft: Draft,
     upstream: UpstreamRequest,
+    gate: Option<ToolGate>,
     started: Instant,
 ) -> Response {
     let deadline = tokio::time::Instant::now() + state.config.timeouts.total();
@@ -454,6 +494,45 @@ async fn unary_call(
         };
         draft.decision = "allow".into();
         draft.record_usage(&v);
+        let mut v = v;
+        let mut bytes = bytes;
+        if let Some(gate) = &gate {
+            let mut log = GateLog::default();
+            let changed = gate.filter_message(&mut v, &mut log);
+            let withheld = log.withheld;
+            let deciding = log.deciding.clone();
+            draft.policy = None;
+            draft.record_gate(&gate.layers, log);
+            if withheld > 0 {
+                draft.decision = "tool_withheld".into();
+                if gate.refuse {
+                    let d = deciding.unwrap_or_else(|| gate.decide("", &Value::Null));
+                    let err = ApiError::forbidden(
+                        "tool_denied",
+                        format!(
+                            "the response contained a tool call that policy does not allow: {}",
+                            d.reason.unwrap_or_else(|| "denied".into())
+                        ),
+                    );
+                    return refuse(&state, &principal, draft, err, started).await;
+                }
+            }
+            if changed {
+                match serde_json::to_vec(&v) {
+                    Ok(b) => bytes = Bytes::from(b),
+                    Err(e) => {
+                        return refuse(
+                            &state,
+                            &principal,
+                            draft,
+                            ApiError::internal(format!("re-encoding the response: {e}")),
+                            started,
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
         match state
             .tenant_keys
             .hasher(&principal.tenant.id, "output")
@@ -582,6 +661,7 @@ async fn stream_call(
     principal: Principal,
     mut draft: Draft,
     upstream: UpstreamRequest,
+    gate: Option<ToolGate>,
     started: Instant,
 ) -> Response {
     let send = tokio::time::timeout(
@@ -680,7 +760,16 @@ async fn stream_call(
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(32);
     let pump_state = state.clone();
     state.tracker.spawn(pump(
-        pump_state, principal, draft, resp, output, tx, started,
+        StreamCall {
+            state: pump_state,
+            principal,
+            draft,
+            output,
+            gate,
+            started,
+        },
+        resp,
+        tx,
     ));
     let body = Body::from_stream(tokio_stream_from(rx));
     let mut out = Response::new(body);
@@ -704,15 +793,30 @@ fn tokio_stream_from(
 /// Relays one upstream stream to the client event by event. Owns the receipt: it is
 /// committed before `message_stop` is released, or when the stream fails, or when the
 /// client goes away (the send fails).
-async fn pump(
+/// Everything a stream relay owns besides its two ends.
+struct StreamCall {
     state: AppState,
     principal: Principal,
-    mut draft: Draft,
-    resp: reqwest::Response,
-    mut output: crate::tenant_keys::OutputHasher,
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    draft: Draft,
+    output: crate::tenant_keys::OutputHasher,
+    gate: Option<ToolGate>,
     started: Instant,
+}
+
+async fn pump(
+    call: StreamCall,
+    resp: reqwest::Response,
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) {
+    let StreamCall {
+        state,
+        principal,
+        mut draft,
+        mut output,
+        gate,
+        started,
+    } = call;
+    let mut gate = gate.map(|g| StreamGate::new(g, state.config.policy.max_tool_input_bytes));
     let mut parser = SseParser::new(state.config.limits.max_sse_event_bytes);
     let mut upstream = resp.bytes_stream();
     let idle = state.config.timeouts.idle();
@@ -758,6 +862,7 @@ async fn pump(
                 }
                 "error" => {
                     // The upstream's own mid-stream error: relay it as is and record it.
+                    settle_gate(&mut gate, &mut draft);
                     draft.decision = "upstream_error".into();
                     draft.reason_code =
                         serde_json::from_str::<Value>(&ev.data).ok().and_then(|v| {
@@ -772,6 +877,7 @@ async fn pump(
                     return;
                 }
                 "message_stop" => {
+                    settle_gate(&mut gate, &mut draft);
                     draft.latency_ms = started.elapsed().as_millis() as u64;
                     draft.output_hmac = Some(output.finish());
                     match commit_draft(&state, &principal, draft).await {
@@ -787,17 +893,45 @@ async fn pump(
                 }
                 _ => {}
             }
-            if tx.send(Ok(ev.raw)).await.is_err() {
-                draft.decision = "client_closed".into();
-                draft.reason_code = Some("client_disconnected".into());
-                draft.latency_ms = started.elapsed().as_millis() as u64;
-                draft.output_hmac = Some(output.finish());
-                let _ = commit_draft(&state, &principal, draft).await;
-                return;
+            let out = match gate.as_mut() {
+                None => vec![ev.raw],
+                Some(g) => match g.push(&ev.event, &ev.data, ev.raw) {
+                    GateOutput::Release(out) => out,
+                    GateOutput::Refuse(d, tool) => {
+                        settle_gate(&mut gate, &mut draft);
+                        draft.decision = "tool_withheld".into();
+                        draft.reason_code = Some("tool_denied".into());
+                        draft.latency_ms = started.elapsed().as_millis() as u64;
+                        draft.output_hmac = Some(output.finish());
+                        let id = commit_draft(&state, &principal, draft).await.ok();
+                        let err = ApiError::forbidden(
+                            "tool_denied",
+                            format!(
+                                "the response contained a call to `{tool}` that policy does not allow: {}",
+                                d.reason.unwrap_or_else(|| "denied".into())
+                            ),
+                        )
+                        .with_receipt(id);
+                        let _ = tx.send(Ok(encode("error", &err.body().to_string()))).await;
+                        return;
+                    }
+                },
+            };
+            for bytes in out {
+                if tx.send(Ok(bytes)).await.is_err() {
+                    settle_gate(&mut gate, &mut draft);
+                    draft.decision = "client_closed".into();
+                    draft.reason_code = Some("client_disconnected".into());
+                    draft.latency_ms = started.elapsed().as_millis() as u64;
+                    draft.output_hmac = Some(output.finish());
+                    let _ = commit_draft(&state, &principal, draft).await;
+                    return;
+                }
             }
         }
     };
     if let Some(err) = failure {
+        settle_gate(&mut gate, &mut draft);
         draft.decision = "upstream_error".into();
         draft.reason_code = Some(err.reason.to_string());
         draft.latency_ms = started.elapsed().as_millis() as u64;
@@ -805,6 +939,20 @@ async fn pump(
         let id = commit_draft(&state, &principal, draft).await.ok();
         let err = err.with_receipt(id);
         let _ = tx.send(Ok(encode("error", &err.body().to_string()))).await;
+    }
+}
+
+/// Moves the stream gate's decisions into the receipt draft (once, at the end).
+fn settle_gate(gate: &mut Option<StreamGate>, draft: &mut Draft) {
+    if let Some(mut g) = gate.take() {
+        let _ = g.finish();
+        let withheld = g.withheld();
+        let (layers, log) = g.into_parts();
+        draft.policy = None;
+        draft.record_gate(&layers, log);
+        if withheld > 0 && draft.decision == "allow" {
+            draft.decision = "tool_withheld".into();
+        }
     }
 }
 

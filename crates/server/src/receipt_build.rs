@@ -28,6 +28,8 @@ pub struct Draft {
     pub output_hmac: Option<String>,
     pub client_addr: Option<String>,
     pub retries: u32,
+    pub tools: Vec<palisade_audit::ToolDecision>,
+    pub policy: Option<palisade_audit::PolicyRef>,
 }
 
 impl Draft {
@@ -53,10 +55,18 @@ impl Draft {
             output_hmac: None,
             client_addr: None,
             retries: 0,
+            tools: Vec::new(),
+            policy: None,
         }
     }
 
     /// Usage and stop reason from a non-streaming response body.
+    /// Tool decisions and the deciding rule, from the call's gate.
+    pub fn record_gate(&mut self, layers: &crate::policy::Layers, log: crate::tools::GateLog) {
+        self.policy = Some(layers.reference(log.deciding.as_ref()));
+        self.tools.extend(log.tools);
+    }
+
     pub fn record_usage(&mut self, body: &Value) {
         if let Some(u) = body.get("usage") {
             self.input_tokens = u
@@ -117,6 +127,8 @@ impl Draft {
         r.prompt_hmac = self.prompt_hmac;
         r.output_hmac = self.output_hmac;
         r.client_addr = self.client_addr;
+        r.tools = self.tools;
+        r.policy = self.policy;
         let mut details = serde_json::Map::new();
         details.insert("endpoint".into(), Value::from(self.endpoint));
         if self.retries > 0 {

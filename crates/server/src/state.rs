@@ -26,6 +26,7 @@ pub struct AppState {
     pub http: reqwest::Client,
     pub receipts: ReceiptWriter,
     pub tenant_keys: TenantKeys,
+    pub policies: crate::policy::Policies,
     pub rng: Arc<SystemRandom>,
     /// Background work that must finish before exit (late receipts of cut streams).
     pub tracker: TaskTracker,
@@ -52,12 +53,14 @@ impl AppState {
             .map_err(|e| ApiError::internal(format!("http client: {e}")))?;
         let tracker = TaskTracker::new();
         let receipts = ReceiptWriter::start(store.clone(), config.receipts.max_batch, &tracker);
+        let policies_store = store.clone();
         Ok(Self {
             config: Arc::new(config),
             store,
             http,
             receipts,
             tenant_keys,
+            policies: crate::policy::Policies::new(policies_store),
             rng: Arc::new(SystemRandom::new()),
             tracker,
             keys: moka::future::Cache::builder()

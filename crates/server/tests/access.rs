@@ -248,7 +248,7 @@ async fn admin_api_requires_the_admin_token_and_validates_input() {
     let (s, _) = h.admin(Method::GET, "/admin/v1/tenants/nope", None).await;
     assert_eq!(s, 404);
     for bad in [
-        json!({"role": "god"}),
+        json!({"role": "God Mode"}),
         json!({"scopes": ["everything"]}),
         json!({"expires_at": "tomorrow"}),
     ] {

@@ -381,6 +381,7 @@ async fn count_tokens_is_forwarded_with_receipt() {
 async fn tool_use_response_is_relayed() {
     let h = Harness::start().await;
     let key = h.tenant("acme").await;
+    h.put_policy(Some("acme"), ALLOW_ALL).await;
     let (s, v, _) = h
         .message(
             &key,

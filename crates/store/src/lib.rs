@@ -84,6 +84,18 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_key(&self, tenant_id: &str, id: &str) -> Result<Option<ApiKey>>;
     async fn touch_key(&self, id: &str, at_ms: i64) -> Result<()>;
 
+    /// Stores a policy version (idempotent: the same source is the same version).
+    /// Returns whether it was new.
+    async fn put_policy(&self, scope: &str, hash: &str, source: &str, by: &str) -> Result<bool>;
+    /// Versions of a scope, newest first, without their sources.
+    async fn list_policies(&self, scope: &str) -> Result<Vec<PolicyVersion>>;
+    async fn get_policy(&self, scope: &str, hash: &str) -> Result<Option<PolicyVersion>>;
+    /// Makes `hash` the active version of `scope`; returns the previously active hash.
+    /// `NotFound` if the version does not exist in that scope.
+    async fn activate_policy(&self, scope: &str, hash: &str) -> Result<Option<String>>;
+    /// The active version of a scope, with its source.
+    async fn active_policy(&self, scope: &str) -> Result<Option<PolicyVersion>>;
+
     /// Appends receipts atomically: each gets the next sequence number of its tenant's
     /// chain and its predecessor's hash inside one transaction, so concurrent writers
     /// never fork a chain. Returns the sealed receipts in input order.

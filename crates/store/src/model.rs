@@ -81,6 +81,23 @@ pub struct NewApiKey {
     pub expires_at: Option<i64>,
 }
 
+/// The scope of the platform policy (tenant ids cannot start with '@').
+pub const PLATFORM_SCOPE: &str = "@platform";
+
+/// One immutable policy version.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PolicyVersion {
+    pub scope: String,
+    /// Hex SHA-256 of the source: the version's address.
+    pub hash: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    #[serde(with = "rfc3339_ms")]
+    pub created_at: i64,
+    pub created_by: String,
+    pub active: bool,
+}
+
 /// Receipt listing filter; `before_seq`/`before_ms` form the cursor (newest first).
 #[derive(Debug, Clone, Default)]
 pub struct ReceiptQuery {

@@ -89,6 +89,17 @@ fn key_from_row(r: &SqliteRow) -> Result<ApiKey> {
     })
 }
 
+fn policy_from_row(r: &SqliteRow) -> Result<PolicyVersion> {
+    Ok(PolicyVersion {
+        scope: r.try_get("scope")?,
+        hash: r.try_get("hash")?,
+        source: r.try_get("source")?,
+        created_at: r.try_get("created_at")?,
+        created_by: r.try_get("created_by")?,
+        active: r.try_get::<i64, _>("active")? != 0,
+    })
+}
+
 fn receipt_from_row(r: &SqliteRow) -> Result<Receipt> {
     let body: String = r.try_get("body")?;
     serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(format!("receipt body: {e}")))
@@ -291,6 +302,10 @@ impl Store for SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM active_policies WHERE scope = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM tenant_keys WHERE tenant_id = ?")
             .bind(id)
             .execute(&mut *tx)
@@ -426,6 +441,90 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn put_policy(&self, scope: &str, hash: &str, source: &str, by: &str) -> Result<bool> {
+        let n = sqlx::query(
+            "INSERT INTO policy_versions (scope, hash, source, created_at, created_by) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT(scope, hash) DO NOTHING",
+        )
+        .bind(scope)
+        .bind(hash)
+        .bind(source)
+        .bind(crate::now_ms())
+        .bind(by)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn list_policies(&self, scope: &str) -> Result<Vec<PolicyVersion>> {
+        let rows = sqlx::query(
+            "SELECT v.scope, v.hash, '' AS source, v.created_at, v.created_by, \
+                    (a.hash IS NOT NULL) AS active \
+             FROM policy_versions v LEFT JOIN active_policies a ON a.scope = v.scope AND a.hash = v.hash \
+             WHERE v.scope = ? ORDER BY v.created_at DESC, v.hash",
+        )
+        .bind(scope)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(policy_from_row).collect()
+    }
+
+    async fn get_policy(&self, scope: &str, hash: &str) -> Result<Option<PolicyVersion>> {
+        let row = sqlx::query(
+            "SELECT v.scope, v.hash, v.source, v.created_at, v.created_by, \
+                    (a.hash IS NOT NULL) AS active \
+             FROM policy_versions v LEFT JOIN active_policies a ON a.scope = v.scope AND a.hash = v.hash \
+             WHERE v.scope = ? AND v.hash = ?",
+        )
+        .bind(scope)
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(policy_from_row).transpose()
+    }
+
+    async fn activate_policy(&self, scope: &str, hash: &str) -> Result<Option<String>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM policy_versions WHERE scope = ? AND hash = ?")
+                .bind(scope)
+                .bind(hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let old: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM active_policies WHERE scope = ?")
+                .bind(scope)
+                .fetch_optional(&mut *tx)
+                .await?;
+        sqlx::query(
+            "INSERT INTO active_policies (scope, hash, activated_at) VALUES (?, ?, ?) \
+             ON CONFLICT(scope) DO UPDATE SET hash = excluded.hash, activated_at = excluded.activated_at",
+        )
+        .bind(scope)
+        .bind(hash)
+        .bind(crate::now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(old)
+    }
+
+    async fn active_policy(&self, scope: &str) -> Result<Option<PolicyVersion>> {
+        let row = sqlx::query(
+            "SELECT v.scope, v.hash, v.source, v.created_at, v.created_by, 1 AS active \
+             FROM active_policies a JOIN policy_versions v ON a.scope = v.scope AND a.hash = v.hash \
+             WHERE a.scope = ?",
+        )
+        .bind(scope)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(policy_from_row).transpose()
     }
 
     async fn append_receipts(&self, receipts: Vec<Receipt>) -> Result<Vec<Receipt>> {

@@ -189,3 +189,29 @@ pub fn sse_data(sse: &str) -> Vec<Value> {
         .filter_map(|d| serde_json::from_str(d).ok())
         .collect()
 }
+
+impl Harness {
+    /// Puts and activates a policy (tenant id, or None for the platform); returns its hash.
+    pub async fn put_policy(&self, tenant: Option<&str>, yaml: &str) -> String {
+        let path = match tenant {
+            Some(t) => format!("/admin/v1/tenants/{t}/policy?activate=true"),
+            None => "/admin/v1/platform/policy?activate=true".to_string(),
+        };
+        let r = self
+            .http
+            .post(self.url(&path))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/yaml")
+            .body(yaml.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        assert!(status == 201 || status == 200, "{v}");
+        v["hash"].as_str().unwrap().to_string()
+    }
+}
+
+/// A tenant policy that lets every tool run.
+pub const ALLOW_ALL: &str = "tools:\n  - id: allow-all\n    match: \"*\"\n    action: allow\n";

@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# Palisade overhead benchmark, one command: bash bench/overhead.sh
+#
+# Lanes, all in front of the same palisade-mock upstream, in the same run:
+#   direct   — palisade-load → mock
+#   nginx    — palisade-load → nginx (bare reverse proxy, one hop) → mock
+#   palisade — palisade-load → palisade serve (SQLite, receipt committed per call) → mock
+# Interleaved (direct nginx palisade direct nginx palisade …) and repeated ROUNDS times at
+# each concurrency; raw JSON goes to bench/out/<run>/, a markdown table to stdout and
+# bench/out/<run>/table.md. Only the processes started here are stopped (by recorded PID).
+#
+# Knobs (env): ROUNDS=3 DURATION=10 WARMUP=2 CONCURRENCY="1 32" PROMPT_BYTES=4096
+#              NGINX_WORKERS=auto LOAD_THREADS=1 SKIP_BUILD=0 MOCK_WORKERS=(mock default)
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONCURRENCY=${CONCURRENCY:-"1 32"}
+PROMPT_BYTES=${PROMPT_BYTES:-4096}
+NGINX_WORKERS=${NGINX_WORKERS:-auto}
+LOAD_THREADS=${LOAD_THREADS:-1}
+SKIP_BUILD=${SKIP_BUILD:-0}
+MOCK_WORKERS=${MOCK_WORKERS:-}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET_DIR/release
+
+log() { printf '[overhead] %s\n' "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+# --- tools -----------------------------------------------------------------------------
+need_apt=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    log "installing from Debian: ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+if [ "$SKIP_BUILD" != 1 ]; then
+    log "building release binaries"
+    cargo build --release -p palisade -p palisade-mock -p palisade-loadgen >&2
+fi
+for b in palisade palisade-mock palisade-load; do
+    [ -x "$BIN/$b" ] || die "$BIN/$b missing (build failed?)"
+done
+
+# --- processes -------------------------------------------------------------------------
+TMP=$(mktemp -d /tmp/palisade-bench.XXXXXX)
+chmod 755 "$TMP" # nginx workers run as an unprivileged user
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_http() { # url, what
+    local i
+    for i in $(seq 1 200); do
+        if curl -s -o /dev/null "$1"; then return 0; fi
+        sleep 0.05
+    done
+    die "$2 did not come up at $1"
+}
+
+MOCK_PORT=$(free_port)
+mock_args=(--listen "127.0.0.1:$MOCK_PORT" --no-record)
+[ -n "$MOCK_WORKERS" ] && mock_args+=(--workers "$MOCK_WORKERS")
+"$BIN/palisade-mock" "${mock_args[@]}" >"$TMP/mock.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$MOCK_PORT/" "palisade-mock"
+log "mock on :$MOCK_PORT (pid ${PIDS[-1]})"
+
+NGINX_PORT=$(free_port)
+mkdir -p "$TMP/nginx-tmp"
+chmod 1777 "$TMP/nginx-tmp"
+cat >"$TMP/nginx.conf" <<EOF
+# Bare one-hop reverse proxy: keep-alive both sides, no logging, no buffering to disk.
+worker_processes $NGINX_WORKERS;
+daemon off;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx-tmp/body;
+    proxy_temp_path $TMP/nginx-tmp/proxy;
+    fastcgi_temp_path $TMP/nginx-tmp/fastcgi;
+    uwsgi_temp_path $TMP/nginx-tmp/uwsgi;
+    scgi_temp_path $TMP/nginx-tmp/scgi;
+    client_max_body_size 32m;
+    client_body_buffer_size 64k;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    upstream mock {
+        server 127.0.0.1:$MOCK_PORT;
+        keepalive 128;
+        keepalive_requests 10000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+"$NGINX" -p "$TMP" -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log" >"$TMP/nginx.out" 2>&1 &
+PIDS+=($!)
+NGINX_PID=$!
+wait_http "http://127.0.0.1:$NGINX_PORT/" "nginx"
+log "nginx on :$NGINX_PORT (pid ${PIDS[-1]}, worker_processes $NGINX_WORKERS)"
+
+PAL_PORT=$(free_port)
+ADMIN_TOKEN=bench-admin-token-0123456789abcdef
+PALISADE_LISTEN=127.0.0.1:$PAL_PORT \
+    PALISADE_STORAGE_URL=sqlite://$TMP/palisade.db \
+    PALISADE_ANTHROPIC_BASE_URL=http://127.0.0.1:$MOCK_PORT \
+    PALISADE_SECRETS_MASTER_KEY_FILE=$TMP/master.key \
+    PALISADE_ADMIN_TOKEN=$ADMIN_TOKEN \
+    ANTHROPIC_API_KEY=dummy \
+    "$BIN/palisade" serve >"$TMP/palisade.log" 2>&1 &
+PIDS+=($!)
+PAL_PID=$!
+wait_http "http://127.0.0.1:$PAL_PORT/readyz" "palisade"
+log "palisade on :$PAL_PORT (pid ${PIDS[-1]})"
+
+admin() { # method path body
+    curl -fsS -X "$1" "http://127.0.0.1:$PAL_PORT$2" \
+        -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -d "$3"
+}
+admin POST /admin/v1/tenants '{"id":"bench","name":"Bench"}' >/dev/null ||
+    die "creating tenant (see $TMP/palisade.log)"
+KEY=$(admin POST /admin/v1/tenants/bench/keys '{}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])') || die "creating key"
+
+# --- run -------------------------------------------------------------------------------
+RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$ROOT/bench/out/$RUN_ID
+mkdir -p "$OUT"
+RAW=$OUT/results.jsonl
+: >"$RAW"
+
+declare -A URL=(
+    [direct]="http://127.0.0.1:$MOCK_PORT/v1/messages"
+    [nginx]="http://127.0.0.1:$NGINX_PORT/v1/messages"
+    [palisade]="http://127.0.0.1:$PAL_PORT/v1/messages"
+)
+LANES=(direct nginx palisade)
+# Every lane gets the same headers; the mock accepts any key, Palisade needs its own.
+load() { # lane, extra args...
+    local lane=$1
+    shift
+    "$BIN/palisade-load" --url "${URL[$lane]}" --api-key "$KEY" \
+        --prompt-bytes "$PROMPT_BYTES" --threads "$LOAD_THREADS" "$@"
+}
+
+log "smoke test: 20 requests per lane, errors abort"
+for lane in "${LANES[@]}"; do
+    load "$lane" -c 2 -n 20 --warmup 0 --fail-on-errors >/dev/null ||
+        die "lane $lane fails (logs in $TMP)"
+done
+
+{
+    echo "{\"run\":\"$RUN_ID\",\"rounds\":$ROUNDS,\"duration_s\":$DURATION,\"warmup_s\":$WARMUP,"
+    echo "\"prompt_bytes\":$PROMPT_BYTES,\"nginx_workers\":\"$NGINX_WORKERS\",\"load_threads\":$LOAD_THREADS,"
+    echo "\"nproc\":$(nproc),\"cpu\":\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\","
+    echo "\"kernel\":\"$(uname -r)\",\"mem\":\"$(free -h | awk '/^Mem:/{print $2}')\","
+    echo "\"nginx\":\"$("$NGINX" -v 2>&1 | cut -d/ -f2)\",\"loadavg_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\","
+    echo "\"git\":\"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo -dirty)\"}"
+} >"$OUT/meta.json"
+
+# CPU time (user+sys, in clock ticks) of a lane's proxy processes, read around each
+# measurement: nginx = master + workers, palisade = its one process, direct = none. It covers
+# warm-up too, so it is divided by all requests sent, in table.py.
+CLK_TCK=$(getconf CLK_TCK)
+MOCK_PID=${PIDS[0]}
+declare -A PROXY_PIDS=([direct]="" [nginx]="$NGINX_PID $(pgrep -P "$NGINX_PID" | xargs)" [palisade]="$PAL_PID")
+cpu_ticks() { # pids...
+    local t=0 pid f
+    for pid in $1; do
+        if read -r -a f <"/proc/$pid/stat"; then t=$((t + f[13] + f[14])); fi
+    done
+    echo "$t"
+}
+
+total=$((ROUNDS * $(wc -w <<<"$CONCURRENCY") * ${#LANES[@]}))
+log "running $total measurements of ${DURATION}s (+${WARMUP}s warm-up); load avg $(cut -d' ' -f1-3 /proc/loadavg)"
+i=0
+for round in $(seq 1 "$ROUNDS"); do
+    for c in $CONCURRENCY; do
+        for lane in "${LANES[@]}"; do
+            i=$((i + 1))
+            cpu0=$(cpu_ticks "${PROXY_PIDS[$lane]}")
+            mock0=$(cpu_ticks "$MOCK_PID")
+            line=$(load "$lane" -c "$c" -d "$DURATION" --warmup "$WARMUP" \
+                --label "$lane c=$c round=$round") || die "palisade-load failed on $lane"
+            cpu1=$(cpu_ticks "${PROXY_PIDS[$lane]}")
+            mock1=$(cpu_ticks "$MOCK_PID")
+            python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(lane=sys.argv[2], c=int(sys.argv[3]), round=int(sys.argv[4]), proxy_cpu_ticks=int(sys.argv[5]), mock_cpu_ticks=int(sys.argv[6]), clk_tck=int(sys.argv[7]), loadavg=sys.argv[8]); print(json.dumps(d))' \
+                "$line" "$lane" "$c" "$round" "$((cpu1 - cpu0))" "$((mock1 - mock0))" "$CLK_TCK" \
+                "$(cut -d' ' -f1 /proc/loadavg)" >>"$RAW"
+            python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("  [%s] %s: %.0f rps, p50 %s us, p99 %s us, errors %s" % (sys.argv[2], d["label"], d["rps"], d["p50_us"], d["p99_us"], d["errors"]))' \
+                "$line" "$i/$total" >&2
+        done
+    done
+done
+sed -i "s/}\$/,\"loadavg_end\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}/" "$OUT/meta.json"
+cp "$TMP/nginx.conf" "$OUT/nginx.conf"
+grep -E '^Vm(HWM|RSS)' "/proc/$PAL_PID/status" | tr -s ' \t' ' ' >"$OUT/palisade-memory.txt" || true
+
+python3 "$ROOT/bench/table.py" "$OUT" | tee "$OUT/table.md"
+log "raw results: $OUT"

@@ -4,13 +4,15 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod model;
+mod postgres;
 mod sqlite;
 
 pub use model::*;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
-use palisade_audit::Receipt;
+use palisade_audit::{Anchor, ChainHead, Receipt, SignedCheckpoint};
 use std::sync::Arc;
 
 /// Errors a store can return. Callers map `Unavailable` to a fail-closed 503 and the rest
@@ -111,18 +113,51 @@ pub trait Store: Send + Sync + 'static {
     async fn chain(&self, tenant_id: &str, from_seq: u64, limit: u32) -> Result<Vec<Receipt>>;
     /// Tenants that have receipts (including deleted tenants).
     async fn chain_tenants(&self) -> Result<Vec<String>>;
+
+    /// The tenant's chain head (seq and hash of its newest receipt, also after a purge).
+    async fn chain_head(&self, tenant_id: &str) -> Result<Option<ChainHead>>;
+    /// Chain heads that advanced past their tenant's latest checkpoint (any key), at
+    /// most `limit`, by tenant id: what the checkpoint job must sign next.
+    async fn uncheckpointed_heads(&self, limit: u32) -> Result<Vec<(String, ChainHead)>>;
+    /// Stores a signed checkpoint; returns false when the same (tenant, seq, key) exists.
+    async fn put_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<bool>;
+    /// A tenant's checkpoints with `seq >= from_seq`, in seq order.
+    async fn list_checkpoints(
+        &self,
+        tenant_id: &str,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<SignedCheckpoint>>;
+    /// The tenant's checkpoint with the highest seq.
+    async fn latest_checkpoint(&self, tenant_id: &str) -> Result<Option<SignedCheckpoint>>;
+    /// Where the tenant's retained chain starts, if receipts were purged.
+    async fn chain_anchor(&self, tenant_id: &str) -> Result<Option<Anchor>>;
+    /// Lowest and highest seq of the tenant's receipts with `since_ms <= created_at <
+    /// until_ms` (either bound optional). Exports and purges work on seq ranges, so the
+    /// result stays a verifiable stretch of chain even when clocks disagreed.
+    async fn receipt_seq_range(
+        &self,
+        tenant_id: &str,
+        since_ms: Option<i64>,
+        until_ms: Option<i64>,
+    ) -> Result<Option<(u64, u64)>>;
+    /// Deletes the tenant's receipts up to `anchor.seq` and records `anchor` as where the
+    /// chain now starts, in one transaction. `Invalid` unless the receipt at `anchor.seq`
+    /// exists and has `anchor.head_hash`; a no-op (0) when an anchor at or beyond it
+    /// exists. Checkpoints below the anchor go too. Returns the receipts deleted.
+    async fn purge_receipts(&self, anchor: &Anchor) -> Result<u64>;
 }
 
 pub type DynStore = Arc<dyn Store>;
 
-/// Opens the store named by a URL: `sqlite://PATH` (or `sqlite::memory:`).
+/// Opens the store named by a URL: `sqlite://PATH` (or `sqlite::memory:`), or
+/// `postgres://…` / `postgresql://…` (see `crates/store/POSTGRES.md`). Pending migrations
+/// are applied before it returns.
 pub async fn open(url: &str) -> Result<DynStore> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Err(StoreError::Invalid(
-            "the PostgreSQL backend is not available in this build yet; use sqlite://PATH".into(),
-        ))
+        Ok(Arc::new(PostgresStore::open(url).await?))
     } else {
         Err(StoreError::Invalid(format!(
             "unsupported storage url scheme (expected sqlite://PATH or postgres://…): {}",

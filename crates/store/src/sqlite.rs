@@ -5,7 +5,7 @@
 use crate::model::*;
 use crate::{Result, Store, StoreError};
 use async_trait::async_trait;
-use palisade_audit::{ChainHead, Receipt};
+use palisade_audit::{Anchor, ChainHead, Receipt, SignedCheckpoint};
 use serde_json::{Map, Value};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -617,6 +617,201 @@ impl Store for SqliteStore {
                 .await?,
         )
     }
+
+    async fn chain_head(&self, tenant_id: &str) -> Result<Option<ChainHead>> {
+        let row = sqlx::query("SELECT seq, hash FROM chain_heads WHERE tenant_id = ?")
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(ChainHead {
+                seq: seq_from_db(r.try_get("seq")?)?,
+                hash: r.try_get("hash")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn uncheckpointed_heads(&self, limit: u32) -> Result<Vec<(String, ChainHead)>> {
+        let rows = sqlx::query(
+            "SELECT h.tenant_id, h.seq, h.hash FROM chain_heads h \
+             WHERE h.seq > COALESCE((SELECT MAX(c.seq) FROM checkpoints c WHERE c.tenant_id = h.tenant_id), 0) \
+             ORDER BY h.tenant_id LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("tenant_id")?,
+                    ChainHead {
+                        seq: seq_from_db(r.try_get("seq")?)?,
+                        hash: r.try_get("hash")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn put_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<bool> {
+        let c = &checkpoint.checkpoint;
+        let body = serde_json::to_string(checkpoint)
+            .map_err(|e| StoreError::Invalid(format!("checkpoint encoding: {e}")))?;
+        let created = crate::model::rfc3339_ms::parse(&c.created_at).unwrap_or(0);
+        let n = sqlx::query(
+            "INSERT INTO checkpoints (tenant_id, seq, key_id, head_hash, created_at, body) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(tenant_id, seq, key_id) DO NOTHING",
+        )
+        .bind(&c.tenant_id)
+        .bind(seq_to_db(c.seq)?)
+        .bind(&c.key_id)
+        .bind(&c.head_hash)
+        .bind(created)
+        .bind(body)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn list_checkpoints(
+        &self,
+        tenant_id: &str,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<SignedCheckpoint>> {
+        let rows = sqlx::query(
+            "SELECT body FROM checkpoints WHERE tenant_id = ? AND seq >= ? \
+             ORDER BY seq, key_id LIMIT ?",
+        )
+        .bind(tenant_id)
+        .bind(seq_to_db(from_seq)?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(checkpoint_from_row).collect()
+    }
+
+    async fn latest_checkpoint(&self, tenant_id: &str) -> Result<Option<SignedCheckpoint>> {
+        let row = sqlx::query(
+            "SELECT body FROM checkpoints WHERE tenant_id = ? \
+             ORDER BY seq DESC, created_at DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(checkpoint_from_row).transpose()
+    }
+
+    async fn chain_anchor(&self, tenant_id: &str) -> Result<Option<Anchor>> {
+        let row = sqlx::query("SELECT seq, head_hash FROM chain_anchors WHERE tenant_id = ?")
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(Anchor {
+                tenant_id: tenant_id.to_string(),
+                seq: seq_from_db(r.try_get("seq")?)?,
+                head_hash: r.try_get("head_hash")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn receipt_seq_range(
+        &self,
+        tenant_id: &str,
+        since_ms: Option<i64>,
+        until_ms: Option<i64>,
+    ) -> Result<Option<(u64, u64)>> {
+        let row = sqlx::query(
+            "SELECT MIN(seq) AS lo, MAX(seq) AS hi FROM receipts \
+             WHERE tenant_id = ? AND created_at >= ? AND created_at < ?",
+        )
+        .bind(tenant_id)
+        .bind(since_ms.unwrap_or(i64::MIN))
+        .bind(until_ms.unwrap_or(i64::MAX))
+        .fetch_one(&self.pool)
+        .await?;
+        let lo: Option<i64> = row.try_get("lo")?;
+        let hi: Option<i64> = row.try_get("hi")?;
+        match (lo, hi) {
+            (Some(lo), Some(hi)) => Ok(Some((seq_from_db(lo)?, seq_from_db(hi)?))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn purge_receipts(&self, anchor: &Anchor) -> Result<u64> {
+        let seq = seq_to_db(anchor.seq)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM chain_anchors WHERE tenant_id = ?")
+                .bind(&anchor.tenant_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if current.is_some_and(|c| c >= seq) {
+            return Ok(0);
+        }
+        let hash: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM receipts WHERE tenant_id = ? AND seq = ?")
+                .bind(&anchor.tenant_id)
+                .bind(seq)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match hash {
+            Some(h) if h == anchor.head_hash => {}
+            Some(_) => {
+                return Err(StoreError::Invalid(format!(
+                    "anchor hash does not match the receipt at seq {}",
+                    anchor.seq
+                )));
+            }
+            None => {
+                return Err(StoreError::Invalid(format!(
+                    "no receipt at seq {} to anchor on",
+                    anchor.seq
+                )));
+            }
+        }
+        let deleted = sqlx::query("DELETE FROM receipts WHERE tenant_id = ? AND seq <= ?")
+            .bind(&anchor.tenant_id)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM checkpoints WHERE tenant_id = ? AND seq < ?")
+            .bind(&anchor.tenant_id)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO chain_anchors (tenant_id, seq, head_hash, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT(tenant_id) DO UPDATE SET seq = excluded.seq, head_hash = excluded.head_hash, \
+             created_at = excluded.created_at",
+        )
+        .bind(&anchor.tenant_id)
+        .bind(seq)
+        .bind(&anchor.head_hash)
+        .bind(crate::now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+}
+
+fn seq_to_db(seq: u64) -> Result<i64> {
+    i64::try_from(seq).map_err(|_| StoreError::Invalid(format!("seq {seq} out of range")))
+}
+
+fn seq_from_db(seq: i64) -> Result<u64> {
+    u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("negative seq {seq}")))
+}
+
+fn checkpoint_from_row(r: &SqliteRow) -> Result<SignedCheckpoint> {
+    let body: String = r.try_get("body")?;
+    serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(format!("checkpoint body: {e}")))
 }
 
 enum Bind {

@@ -1,15 +1,15 @@
 //! The store contract. Every backend must pass these; each test gets its own database.
+//! Write a test as `async fn name(b: Backend)` using `b.store` (and `b.reopen()` for a
+//! second process), then list it in `contract_suite!` at the bottom: it runs once on
+//! SQLite and once on PostgreSQL (`PALISADE_TEST_POSTGRES_URL`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use palisade_audit::{Receipt, ReceiptKind, format_created_at, verify_chain};
 use palisade_store::*;
 use std::sync::Arc;
 
-async fn sqlite() -> (DynStore, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("s.db").display());
-    (open(&url).await.unwrap(), dir)
-}
+mod common;
+use common::Backend;
 
 fn receipt(tenant: &str, decision: &str) -> Receipt {
     Receipt::new(
@@ -43,9 +43,8 @@ fn new_key(id: &str, tenant: &str) -> NewApiKey {
     }
 }
 
-#[tokio::test]
-async fn tenants_crud() {
-    let (s, _d) = sqlite().await;
+async fn tenants_crud(b: Backend) {
+    let s = b.store.clone();
     assert!(s.migrations_applied().await.unwrap());
     s.ping().await.unwrap();
     let t = s.create_tenant(new_tenant("acme")).await.unwrap();
@@ -100,9 +99,8 @@ async fn tenants_crud() {
     assert!(s.get_tenant("acme").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn key_lifecycle_is_tenant_scoped() {
-    let (s, _d) = sqlite().await;
+async fn key_lifecycle_is_tenant_scoped(b: Backend) {
+    let s = b.store.clone();
     s.create_tenant(new_tenant("a")).await.unwrap();
     s.create_tenant(new_tenant("b")).await.unwrap();
     s.create_key(new_key("key_1", "a")).await.unwrap();
@@ -148,9 +146,8 @@ async fn key_lifecycle_is_tenant_scoped() {
     assert!(s.get_key("key_1").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn data_keys_first_writer_wins_and_deletion_shreds() {
-    let (s, _d) = sqlite().await;
+async fn data_keys_first_writer_wins_and_deletion_shreds(b: Backend) {
+    let s = b.store.clone();
     s.create_tenant(new_tenant("a")).await.unwrap();
     assert!(s.tenant_data_key("a").await.unwrap().is_none());
     assert_eq!(s.put_tenant_data_key("a", "first").await.unwrap(), "first");
@@ -159,9 +156,8 @@ async fn data_keys_first_writer_wins_and_deletion_shreds() {
     assert!(s.tenant_data_key("a").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn receipts_chain_per_tenant_and_are_isolated() {
-    let (s, _d) = sqlite().await;
+async fn receipts_chain_per_tenant_and_are_isolated(b: Backend) {
+    let s = b.store.clone();
     let batch: Vec<Receipt> = (0..10)
         .map(|i| {
             receipt(
@@ -232,13 +228,10 @@ async fn receipts_chain_per_tenant_and_are_isolated() {
     assert_eq!(s.chain("a", 1, 100).await.unwrap().len(), 6);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_store_handles_on_one_file_never_fork_a_chain() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("s.db").display());
-    // Two independent pools stand for two gateway processes sharing the file.
-    let s1: Arc<dyn Store> = open(&url).await.unwrap();
-    let s2: Arc<dyn Store> = open(&url).await.unwrap();
+async fn two_store_handles_never_fork_a_chain(b: Backend) {
+    // Two independent pools stand for two gateway processes sharing the store.
+    let s1: Arc<dyn Store> = b.store.clone();
+    let s2: Arc<dyn Store> = b.reopen().await;
     let mut tasks = Vec::new();
     for i in 0..40 {
         let s = if i % 2 == 0 { s1.clone() } else { s2.clone() };
@@ -256,3 +249,267 @@ async fn two_store_handles_on_one_file_never_fork_a_chain() {
     let report = verify_chain("t", &chain, None);
     assert!(report.ok, "{:?}", report.problems);
 }
+
+async fn checkpoints_are_stored_listed_and_deduplicated(b: Backend) {
+    use palisade_audit::CheckpointSigner;
+    let s = b.store.clone();
+    let signer = CheckpointSigner::from_seed(&[9; 32]).unwrap();
+    let sealed = s
+        .append_receipts((0..3).map(|_| receipt("acme", "allow")).collect())
+        .await
+        .unwrap();
+    s.append_receipts(vec![receipt("beta", "allow")])
+        .await
+        .unwrap();
+    let head = s.chain_head("acme").await.unwrap().unwrap();
+    assert_eq!((head.seq, head.hash.as_str()), (3, sealed[2].hash.as_str()));
+    assert!(s.chain_head("nobody").await.unwrap().is_none());
+    // Nothing signed yet: both heads are due.
+    let due = s.uncheckpointed_heads(100).await.unwrap();
+    assert_eq!(
+        due.iter()
+            .map(|(t, h)| (t.as_str(), h.seq))
+            .collect::<Vec<_>>(),
+        [("acme", 3), ("beta", 1)]
+    );
+    let at = format_created_at(now_ms() as u64);
+    let cp2 = signer.sign("acme", 2, &sealed[1].hash, &at).unwrap();
+    let cp3 = signer.sign("acme", 3, &sealed[2].hash, &at).unwrap();
+    assert!(s.put_checkpoint(&cp3).await.unwrap());
+    assert!(s.put_checkpoint(&cp2).await.unwrap());
+    assert!(!s.put_checkpoint(&cp3).await.unwrap(), "same head twice");
+    assert_eq!(
+        s.list_checkpoints("acme", 0, 10).await.unwrap(),
+        [cp2.clone(), cp3.clone()]
+    );
+    assert_eq!(
+        s.list_checkpoints("acme", 3, 10).await.unwrap(),
+        std::slice::from_ref(&cp3)
+    );
+    assert!(s.list_checkpoints("beta", 0, 10).await.unwrap().is_empty());
+    assert_eq!(s.latest_checkpoint("acme").await.unwrap(), Some(cp3));
+    let due = s.uncheckpointed_heads(100).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].0, "beta");
+}
+
+async fn purge_keeps_an_anchor_and_the_rest_verifies(b: Backend) {
+    let s = b.store.clone();
+    let sealed = s
+        .append_receipts((0..5).map(|_| receipt("acme", "allow")).collect())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.receipt_seq_range("acme", None, None).await.unwrap(),
+        Some((1, 5))
+    );
+    assert_eq!(
+        s.receipt_seq_range("acme", Some(i64::MAX - 1), None)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(s.chain_anchor("acme").await.unwrap().is_none());
+    let bad = palisade_audit::Anchor {
+        tenant_id: "acme".into(),
+        seq: 2,
+        head_hash: "00".repeat(32),
+    };
+    assert!(matches!(
+        s.purge_receipts(&bad).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let missing = palisade_audit::Anchor {
+        seq: 99,
+        ..bad.clone()
+    };
+    assert!(matches!(
+        s.purge_receipts(&missing).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let anchor = palisade_audit::Anchor {
+        tenant_id: "acme".into(),
+        seq: 2,
+        head_hash: sealed[1].hash.clone(),
+    };
+    assert_eq!(s.purge_receipts(&anchor).await.unwrap(), 2);
+    assert_eq!(s.purge_receipts(&anchor).await.unwrap(), 0, "idempotent");
+    assert_eq!(s.chain_anchor("acme").await.unwrap(), Some(anchor.clone()));
+    let rest = s.chain("acme", 1, 100).await.unwrap();
+    assert_eq!(rest.first().map(|r| r.seq), Some(3));
+    assert!(verify_chain("acme", &rest, Some(anchor.clone())).ok);
+    assert!(!verify_chain("acme", &rest, None).ok);
+    // New receipts keep linking after the purge.
+    s.append_receipts(vec![receipt("acme", "allow")])
+        .await
+        .unwrap();
+    let rest = s.chain("acme", 1, 100).await.unwrap();
+    assert!(verify_chain("acme", &rest, Some(anchor)).ok);
+}
+
+async fn policy_versions_and_activation(b: Backend) {
+    let s = b.store.clone();
+    let (h1, h2) = ("1".repeat(64), "2".repeat(64));
+    assert!(
+        s.put_policy("acme", &h1, "v1: source", "admin")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.put_policy("acme", &h1, "v1: source", "admin")
+            .await
+            .unwrap(),
+        "same version twice"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    assert!(
+        s.put_policy("acme", &h2, "v2: source", "admin")
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.put_policy(PLATFORM_SCOPE, &h1, "platform", "ops")
+            .await
+            .unwrap()
+    );
+    let list = s.list_policies("acme").await.unwrap();
+    assert_eq!(
+        list.iter().map(|p| p.hash.as_str()).collect::<Vec<_>>(),
+        [h2.as_str(), h1.as_str()],
+        "newest first"
+    );
+    assert!(list.iter().all(|p| p.source.is_empty() && !p.active));
+    assert!(s.active_policy("acme").await.unwrap().is_none());
+    assert!(matches!(
+        s.activate_policy("acme", &"9".repeat(64)).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.activate_policy("other", &h1).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(s.activate_policy("acme", &h1).await.unwrap(), None);
+    assert_eq!(
+        s.activate_policy("acme", &h2).await.unwrap(),
+        Some(h1.clone())
+    );
+    let active = s.active_policy("acme").await.unwrap().unwrap();
+    assert_eq!(
+        (active.hash.as_str(), active.source.as_str(), active.active),
+        (h2.as_str(), "v2: source", true)
+    );
+    let got = s.get_policy("acme", &h1).await.unwrap().unwrap();
+    assert_eq!((got.source.as_str(), got.active), ("v1: source", false));
+    assert!(s.get_policy("other", &h1).await.unwrap().is_none());
+    assert!(s.active_policy(PLATFORM_SCOPE).await.unwrap().is_none());
+    assert_eq!(s.activate_policy(PLATFORM_SCOPE, &h1).await.unwrap(), None);
+    assert_eq!(
+        s.active_policy(PLATFORM_SCOPE)
+            .await
+            .unwrap()
+            .unwrap()
+            .source,
+        "platform"
+    );
+    // Deleting the tenant deactivates its policy; the versions stay.
+    s.create_tenant(new_tenant("acme")).await.unwrap();
+    s.delete_tenant("acme").await.unwrap();
+    assert!(s.active_policy("acme").await.unwrap().is_none());
+    assert_eq!(s.list_policies("acme").await.unwrap().len(), 2);
+}
+
+async fn receipt_listing_pages_and_filters(b: Backend) {
+    let s = b.store.clone();
+    let mut batch = Vec::new();
+    for i in 0..7u64 {
+        let mut r = receipt("a", if i % 2 == 0 { "allow" } else { "deny" });
+        r.created_at = format_created_at(1_700_000_000_000 + i * 1000);
+        r.model = Some(if i < 3 { "m-small" } else { "m-large" }.into());
+        batch.push(r);
+    }
+    batch.push(receipt("b", "allow"));
+    s.append_receipts(batch).await.unwrap();
+    let q = |limit| ReceiptQuery {
+        limit,
+        ..Default::default()
+    };
+    let page1 = s.list_receipts(Some("a"), &q(3)).await.unwrap();
+    assert_eq!(page1.iter().map(|r| r.seq).collect::<Vec<_>>(), [7, 6, 5]);
+    let last = page1.last().unwrap();
+    let cursor = (1_700_000_000_000 + 4000, last.id.clone());
+    let page2 = s
+        .list_receipts(
+            Some("a"),
+            &ReceiptQuery {
+                before: Some(cursor),
+                ..q(3)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page2.iter().map(|r| r.seq).collect::<Vec<_>>(), [4, 3, 2]);
+    let window = s
+        .list_receipts(
+            Some("a"),
+            &ReceiptQuery {
+                since_ms: Some(1_700_000_001_000),
+                until_ms: Some(1_700_000_004_000),
+                model: Some("m-large".into()),
+                ..q(100)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(window.iter().map(|r| r.seq).collect::<Vec<_>>(), [4]);
+    assert_eq!(s.list_receipts(Some("b"), &q(100)).await.unwrap().len(), 1);
+    assert_eq!(s.list_receipts(None, &q(100)).await.unwrap().len(), 8);
+    assert!(
+        s.list_receipts(Some("c"), &q(100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.receipt_seq_range("a", Some(1_700_000_002_000), Some(1_700_000_005_000))
+            .await
+            .unwrap(),
+        Some((3, 5))
+    );
+}
+
+/// Generates one `#[tokio::test]` per backend for each contract test.
+macro_rules! contract_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(b) = super::Backend::postgres().await else {
+                        return;
+                    };
+                    super::$name(b).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_suite!(
+    tenants_crud,
+    key_lifecycle_is_tenant_scoped,
+    data_keys_first_writer_wins_and_deletion_shreds,
+    receipts_chain_per_tenant_and_are_isolated,
+    two_store_handles_never_fork_a_chain,
+    checkpoints_are_stored_listed_and_deduplicated,
+    purge_keeps_an_anchor_and_the_rest_verifies,
+    policy_versions_and_activation,
+    receipt_listing_pages_and_filters,
+);

@@ -336,7 +336,58 @@ pub async fn run() -> Result<u8> {
         );
     }
 
-    section("5. count_tokens, and an upstream that is overloaded");
+    section("5. Content guardrails (tenant globex's own rules, under the platform's)");
+    demo.admin_put_policy(
+        "/admin/v1/tenants/globex/policy?activate=true",
+        "content:\n  input: { email: pseudonymize, us_ssn: redact, secrets: block, injection: block }\n  output: { email: redact }\n",
+    )
+    .await?;
+    let prompt = "Draft a reply to ada@example.org about her SSN 123-45-6789.";
+    let (status, v, _) = demo.message(&globex.1, &json!({"model": "claude-sonnet-4-5", "max_tokens": 256, "messages": [{"role": "user", "content": prompt}]})).await?;
+    let seen = demo
+        .last_upstream()
+        .and_then(|r| {
+            r.body["messages"][0]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    println!("  client sent:        {prompt:?}");
+    println!("  upstream saw:       {seen:?}");
+    println!(
+        "  client got back:    {status} {:?} (placeholders restored)",
+        text_of(&v)
+    );
+    let before = demo.mock.requests().len();
+    let (status, v, _) = demo
+        .message(&globex.1, &json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "use key AKIAIOSFODNN7EXAMPLE to deploy"}]}))
+        .await?;
+    println!(
+        "  a prompt with an AWS key: {status} {} — upstream calls made: {}",
+        v["error"]["message"].as_str().unwrap_or(""),
+        demo.mock.requests().len() - before
+    );
+    let r = demo
+        .http
+        .post(format!("{}/v1/messages", demo.gateway))
+        .header("x-api-key", &initech.1)
+        .json(&json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "[[mock:chunk=3]] [[mock:reply=Write to carol@example.com for details.]] hi"}]}))
+        .send()
+        .await?;
+    let sse = r.text().await?;
+    let mut streamed = String::new();
+    for line in sse.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if let Ok(v) = serde_json::from_str::<Value>(line)
+            && let Some(t) = v.pointer("/delta/text").and_then(Value::as_str)
+        {
+            streamed.push_str(t);
+        }
+    }
+    println!(
+        "  initech (platform rules only: output email redact): the model streamed an email in 3-character deltas; client got {streamed:?}"
+    );
+
+    section("6. count_tokens, and an upstream that is overloaded");
     let r = demo
         .http
         .post(format!("{}/v1/messages/count_tokens", demo.gateway))
@@ -357,7 +408,7 @@ pub async fn run() -> Result<u8> {
         .await?;
     println!("  overloaded upstream: {status} {}", v["error"]);
 
-    section("6. Refusals: unknown fields, revoked keys, other tenants' receipts");
+    section("7. Refusals: unknown fields, revoked keys, other tenants' receipts");
     let (status, v, _) = demo
         .message(
             &acme.1,
@@ -407,7 +458,7 @@ pub async fn run() -> Result<u8> {
         demo.mock.requests().len() - before
     );
 
-    section("7. Receipts (each tenant sees only its own)");
+    section("8. Receipts (each tenant sees only its own)");
     for (id, secret, _) in [globex, initech] {
         let v: Value = demo
             .http
@@ -442,7 +493,7 @@ pub async fn run() -> Result<u8> {
         }
     }
 
-    section("8. Verifying every tenant's receipt chain");
+    section("9. Verifying every tenant's receipt chain");
     let store = server.state.store.clone();
     let code = crate::audit_verify(&store, None).await?;
     server.shutdown().await;

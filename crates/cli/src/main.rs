@@ -2,6 +2,7 @@
 //! `tenant`/`key`/`audit` commands work on the configured store directly.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod audit_cmd;
 mod demo;
 mod policy_cmd;
 
@@ -112,14 +113,7 @@ enum KeyCmd {
     },
 }
 
-#[derive(Subcommand)]
-enum AuditCmd {
-    /// Verify receipt chains in the store (one tenant or all).
-    Verify {
-        #[arg(long)]
-        tenant: Option<String>,
-    },
-}
+use audit_cmd::AuditCmd;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -217,10 +211,9 @@ async fn run(cli: Cli) -> Result<u8> {
             let store = open_store(&cfg).await?;
             key_cmd(&store, cmd).await
         }
-        Cmd::Audit(AuditCmd::Verify { tenant }) => {
+        Cmd::Audit(cmd) => {
             let cfg = load_config(config_path)?;
-            let store = open_store(&cfg).await?;
-            audit_verify(&store, tenant.as_deref()).await
+            audit_cmd::run(&cfg, cmd).await
         }
     }
 }
@@ -467,37 +460,4 @@ async fn key_cmd(store: &DynStore, cmd: KeyCmd) -> Result<u8> {
     Ok(0)
 }
 
-/// Verifies each tenant's chain from the store, page by page.
-pub async fn audit_verify(store: &DynStore, tenant: Option<&str>) -> Result<u8> {
-    let tenants = match tenant {
-        Some(t) => vec![t.to_string()],
-        None => store.chain_tenants().await?,
-    };
-    let mut failed = false;
-    for t in tenants {
-        let mut all = Vec::new();
-        let mut from = 1u64;
-        loop {
-            let page = store.chain(&t, from, 5000).await?;
-            let n = page.len();
-            if let Some(last) = page.last() {
-                from = last.seq + 1;
-            }
-            all.extend(page);
-            if n < 5000 {
-                break;
-            }
-        }
-        let report = palisade_audit::verify_chain(&t, all, None);
-        if report.ok {
-            println!("{t}: ok ({} receipts)", report.receipts);
-        } else {
-            failed = true;
-            println!("{t}: FAILED");
-            for p in &report.problems {
-                println!("  {}", serde_json::to_string(p)?);
-            }
-        }
-    }
-    Ok(if failed { 1 } else { 0 })
-}
+pub use audit_cmd::audit_verify;

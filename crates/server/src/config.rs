@@ -20,6 +20,38 @@ pub struct Config {
     pub secrets: SecretsConfig,
     pub receipts: ReceiptConfig,
     pub policy: PolicyConfig,
+    pub audit: AuditConfig,
+}
+
+/// Signed checkpoints and retention (see docs/receipts.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Ed25519 signing key for checkpoints: a 32-byte seed (hex or base64) or a PKCS#8
+    /// document (PEM or base64 DER).
+    pub checkpoint_key: Option<String>,
+    /// File holding the key in one of those forms (or raw DER). With neither setting, the
+    /// SQLite default keeps a seed in `<db>.checkpoint-key` (mode 0600), created once.
+    pub checkpoint_key_file: Option<String>,
+    /// How often each tenant's chain head is signed when it advanced (0 = never).
+    pub checkpoint_interval_ms: u64,
+    /// How often the retention purge runs (0 = never; `palisade audit purge` runs it once).
+    pub purge_interval_ms: u64,
+    /// Retention for tenants without a `retention_days` attribute, and for deleted
+    /// tenants' chains (0 = keep forever).
+    pub default_retention_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_key: None,
+            checkpoint_key_file: None,
+            checkpoint_interval_ms: 60_000,
+            purge_interval_ms: 3_600_000,
+            default_retention_days: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +165,7 @@ impl Default for Config {
             secrets: SecretsConfig::default(),
             receipts: ReceiptConfig::default(),
             policy: PolicyConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }

@@ -5,18 +5,23 @@
 
 pub mod admin;
 pub mod auth;
+pub mod checkpoints;
 pub mod config;
+pub mod content;
 pub mod error;
+pub mod export;
 pub mod policy;
 pub mod policy_admin;
 pub mod proxy;
 pub mod receipt_build;
 pub mod receipts;
 pub mod receipts_api;
+pub mod retention;
 pub mod sse;
 pub mod state;
 pub mod tenant_keys;
 pub mod tools;
+pub mod verify;
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -38,6 +43,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages", post(proxy::messages))
         .route("/v1/messages/count_tokens", post(proxy::count_tokens))
         .route("/v1/receipts", get(receipts_api::list))
+        .route("/v1/receipts/export", get(export::tenant_export))
+        .route("/v1/audit/public-key", get(checkpoints::public_key))
         .route("/v1/receipts/{id}", get(receipts_api::get))
         .route(
             "/admin/v1/tenants",
@@ -63,6 +70,7 @@ pub fn router(state: AppState) -> Router {
             post(admin::revoke_key),
         )
         .route("/v1/guard/tool", post(policy::guard_tool))
+        .route("/v1/guard/scan", post(content::guard_scan))
         .route(
             "/admin/v1/tenants/{tenant}/policy",
             post(policy_admin::tenant_put)
@@ -100,6 +108,7 @@ pub fn router(state: AppState) -> Router {
             post(policy_admin::platform_activate),
         )
         .route("/admin/v1/receipts", get(receipts_api::admin_list))
+        .route("/admin/v1/receipts/export", get(export::admin_export))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -239,6 +248,7 @@ pub struct RunningServer {
     pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
+    audit: Option<checkpoints::AuditTask>,
 }
 
 impl RunningServer {
@@ -272,7 +282,12 @@ impl RunningServer {
             .map_err(|e| format!("listen {}: {e}", config.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let grace = Duration::from_millis(config.timeouts.shutdown_grace_ms);
-        let state = AppState::new(config, store, tenant_keys).map_err(|e| e.message)?;
+        let checkpoint_signer = checkpoints::load_signer(&config, true)?;
+        let audit_config = config.audit.clone();
+        let mut state = AppState::new(config, store, tenant_keys).map_err(|e| e.message)?;
+        state.checkpoint_signer = checkpoint_signer.clone();
+        let audit =
+            checkpoints::AuditTask::start(state.store.clone(), checkpoint_signer, &audit_config);
         let app = router(state.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let drain_state = state.clone();
@@ -312,6 +327,7 @@ impl RunningServer {
             state,
             stop: Some(stop_tx),
             done,
+            audit: Some(audit),
         })
     }
 
@@ -328,6 +344,9 @@ impl RunningServer {
         self.state.tracker.close();
         self.state.tracker.wait().await;
         self.state.receipts.shutdown().await;
+        if let Some(audit) = self.audit.take() {
+            audit.shutdown().await;
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! the platform's key. Every call ends in exactly one committed receipt.
 
 use crate::auth::{Principal, authenticate};
+use crate::content::{CallContent, Direction, StreamContent};
 use crate::error::ApiError;
 use crate::receipt_build::{Draft, commit_draft};
 use crate::sse::{SseParser, encode};
@@ -153,10 +154,45 @@ async fn handle(
         receipt_id: draft.id.clone(),
         refuse: state.config.policy.withheld_tool_use == "refuse",
     };
-    let mut log = GateLog::default();
-    if endpoint == Endpoint::Messages
-        && gate.filter_request(&mut request.body, state.config.policy.strip_tools, &mut log)
+    // The digest covers the prompt as the client sent it.
+    match state
+        .tenant_keys
+        .digest(&principal.tenant.id, "prompt", &body)
+        .await
     {
+        Ok(d) => draft.prompt_hmac = Some(d),
+        Err(e) => return e.into_response(),
+    }
+    let mut log = GateLog::default();
+    let mut changed = endpoint == Endpoint::Messages
+        && gate.filter_request(&mut request.body, state.config.policy.strip_tools, &mut log);
+    draft.record_gate(&gate.layers, log);
+    // Size limits and content rules on the input.
+    if let Err(e) = crate::content::check_size(
+        &principal,
+        body.len(),
+        crate::content::text_bytes(&request.body),
+    ) {
+        return refuse(&state, &principal, draft, e, started).await;
+    }
+    let guard = match state.guards.for_layers(&gate.layers).await {
+        Ok(g) => g,
+        Err(e) => return refuse(&state, &principal, draft, e, started).await,
+    };
+    let mut content = guard.map(CallContent::new);
+    if let Some(c) = content
+        .as_mut()
+        .filter(|c| c.guard.active(Direction::Input))
+    {
+        changed |= c.request(&mut request.body);
+        if !c.log.blocked.is_empty() {
+            let err = crate::content::blocked_error(&c.log.blocked);
+            let log = std::mem::take(&mut c.log);
+            draft.record_findings(log);
+            return refuse(&state, &principal, draft, err, started).await;
+        }
+    }
+    if changed {
         match serde_json::to_vec(&request.body) {
             Ok(b) => body = Bytes::from(b),
             Err(e) => {
@@ -171,15 +207,6 @@ async fn handle(
             }
         }
     }
-    draft.record_gate(&gate.layers, log);
-    match state
-        .tenant_keys
-        .digest(&principal.tenant.id, "prompt", &body)
-        .await
-    {
-        Ok(d) => draft.prompt_hmac = Some(d),
-        Err(e) => return e.into_response(),
-    }
     let upstream = UpstreamRequest {
         url: format!(
             "{}{}",
@@ -190,10 +217,16 @@ async fn handle(
         body,
     };
     let gate = (endpoint == Endpoint::Messages).then_some(gate);
+    if endpoint == Endpoint::CountTokens {
+        // count_tokens has no output to guard; its input findings are recorded now.
+        if let Some(c) = content.take() {
+            draft.record_findings(c.log);
+        }
+    }
     if request.stream && endpoint == Endpoint::Messages {
-        stream_call(state, principal, draft, upstream, gate, started).await
+        stream_call(state, principal, draft, upstream, gate, content, started).await
     } else {
-        unary_call(state, principal, draft, upstream, gate, started).await
+        unary_call(state, principal, draft, upstream, gate, content, started).await
     }
 }
 
@@ -411,6 +444,7 @@ async fn unary_call(
     mut draft: Draft,
     upstream: UpstreamRequest,
     gate: Option<ToolGate>,
+    content: Option<CallContent>,
     started: Instant,
 ) -> Response {
     let deadline = tokio::time::Instant::now() + state.config.timeouts.total();
@@ -515,6 +549,25 @@ async fn unary_call(
                         ),
                     );
                     return refuse(&state, &principal, draft, err, started).await;
+                }
+            }
+            let mut changed = changed;
+            if let Some(mut c) = content {
+                if c.guard.active(Direction::Output) || !c.pseudo.is_empty() {
+                    changed |= c.response(&mut v);
+                }
+                let blocked = std::mem::take(&mut c.log.blocked);
+                draft.record_findings(c.log);
+                if !blocked.is_empty() {
+                    draft.decision = "block".into();
+                    return refuse(
+                        &state,
+                        &principal,
+                        draft,
+                        crate::content::blocked_error(&blocked),
+                        started,
+                    )
+                    .await;
                 }
             }
             if changed {
@@ -643,11 +696,15 @@ async fn refuse(
     err: ApiError,
     started: Instant,
 ) -> Response {
-    draft.decision = match err.status.as_u16() {
-        502 | 504 => "upstream_error".into(),
-        s if s >= 500 => "error".into(),
-        _ => "deny".into(),
-    };
+    // A decision already made specific (block, tool_withheld) stands; otherwise the
+    // status says what happened.
+    if matches!(draft.decision.as_str(), "allow" | "deny") {
+        draft.decision = match err.status.as_u16() {
+            502 | 504 => "upstream_error".into(),
+            s if s >= 500 => "error".into(),
+            _ => "deny".into(),
+        };
+    }
     draft.reason_code = Some(err.reason.to_string());
     draft.latency_ms = started.elapsed().as_millis() as u64;
     match commit_draft(state, principal, draft).await {
@@ -662,6 +719,7 @@ async fn stream_call(
     mut draft: Draft,
     upstream: UpstreamRequest,
     gate: Option<ToolGate>,
+    content: Option<CallContent>,
     started: Instant,
 ) -> Response {
     let send = tokio::time::timeout(
@@ -766,6 +824,7 @@ async fn stream_call(
             draft,
             output,
             gate,
+            content: content.map(CallContent::stream),
             started,
         },
         resp,
@@ -800,6 +859,7 @@ struct StreamCall {
     draft: Draft,
     output: crate::tenant_keys::OutputHasher,
     gate: Option<ToolGate>,
+    content: Option<StreamContent>,
     started: Instant,
 }
 
@@ -814,6 +874,7 @@ async fn pump(
         mut draft,
         mut output,
         gate,
+        mut content,
         started,
     } = call;
     let mut gate = gate.map(|g| StreamGate::new(g, state.config.policy.max_tool_input_bytes));
@@ -863,6 +924,7 @@ async fn pump(
                 "error" => {
                     // The upstream's own mid-stream error: relay it as is and record it.
                     settle_gate(&mut gate, &mut draft);
+                    settle_content(&mut content, &mut draft);
                     draft.decision = "upstream_error".into();
                     draft.reason_code =
                         serde_json::from_str::<Value>(&ev.data).ok().and_then(|v| {
@@ -878,6 +940,7 @@ async fn pump(
                 }
                 "message_stop" => {
                     settle_gate(&mut gate, &mut draft);
+                    settle_content(&mut content, &mut draft);
                     draft.latency_ms = started.elapsed().as_millis() as u64;
                     draft.output_hmac = Some(output.finish());
                     match commit_draft(&state, &principal, draft).await {
@@ -893,10 +956,40 @@ async fn pump(
                 }
                 _ => {}
             }
+            // Output content rules on text blocks: text is released only once no finding
+            // can still straddle it.
+            let mut pre: Vec<Bytes> = Vec::new();
+            let mut raw = ev.raw;
+            if let Some(sc) = content.as_mut() {
+                match content_step(sc, &ev.event, &ev.data) {
+                    ContentStep::Pass => {}
+                    ContentStep::Replace(r) => raw = r,
+                    ContentStep::Hold => continue,
+                    ContentStep::Before(b) => pre.push(b),
+                    ContentStep::Blocked(what) => {
+                        settle_gate(&mut gate, &mut draft);
+                        settle_content(&mut content, &mut draft);
+                        draft.decision = "block".into();
+                        draft.reason_code = Some("content_blocked".into());
+                        draft.latency_ms = started.elapsed().as_millis() as u64;
+                        draft.output_hmac = Some(output.finish());
+                        let id = commit_draft(&state, &principal, draft).await.ok();
+                        let err = crate::content::blocked_error(&[what]).with_receipt(id);
+                        let _ = tx.send(Ok(encode("error", &err.body().to_string()))).await;
+                        return;
+                    }
+                }
+            }
             let out = match gate.as_mut() {
-                None => vec![ev.raw],
-                Some(g) => match g.push(&ev.event, &ev.data, ev.raw) {
-                    GateOutput::Release(out) => out,
+                None => {
+                    pre.push(raw);
+                    pre
+                }
+                Some(g) => match g.push(&ev.event, &ev.data, raw, content.as_mut()) {
+                    GateOutput::Release(out) => {
+                        pre.extend(out);
+                        pre
+                    }
                     GateOutput::Refuse(d, tool) => {
                         settle_gate(&mut gate, &mut draft);
                         draft.decision = "tool_withheld".into();
@@ -920,6 +1013,7 @@ async fn pump(
             for bytes in out {
                 if tx.send(Ok(bytes)).await.is_err() {
                     settle_gate(&mut gate, &mut draft);
+                    settle_content(&mut content, &mut draft);
                     draft.decision = "client_closed".into();
                     draft.reason_code = Some("client_disconnected".into());
                     draft.latency_ms = started.elapsed().as_millis() as u64;
@@ -932,6 +1026,7 @@ async fn pump(
     };
     if let Some(err) = failure {
         settle_gate(&mut gate, &mut draft);
+        settle_content(&mut content, &mut draft);
         draft.decision = "upstream_error".into();
         draft.reason_code = Some(err.reason.to_string());
         draft.latency_ms = started.elapsed().as_millis() as u64;
@@ -939,6 +1034,72 @@ async fn pump(
         let id = commit_draft(&state, &principal, draft).await.ok();
         let err = err.with_receipt(id);
         let _ = tx.send(Ok(encode("error", &err.body().to_string()))).await;
+    }
+}
+
+/// What the output content guard does with one stream event.
+enum ContentStep {
+    Pass,
+    /// Release this instead of the event.
+    Replace(Bytes),
+    /// Nothing to release yet (held back).
+    Hold,
+    /// Release this first, then the event.
+    Before(Bytes),
+    Blocked(String),
+}
+
+fn text_delta(index: u64, text: &str) -> Bytes {
+    encode(
+        "content_block_delta",
+        &serde_json::json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}).to_string(),
+    )
+}
+
+fn content_step(sc: &mut StreamContent, event: &str, data: &str) -> ContentStep {
+    let parse = || serde_json::from_str::<Value>(data).unwrap_or(Value::Null);
+    match event {
+        "content_block_start" => {
+            let v = parse();
+            if v.pointer("/content_block/type").and_then(Value::as_str) == Some("text") {
+                sc.start_text(v.get("index").and_then(Value::as_u64).unwrap_or(0));
+            }
+            ContentStep::Pass
+        }
+        "content_block_delta" => {
+            let v = parse();
+            let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+            if !sc.is_text(index) {
+                return ContentStep::Pass;
+            }
+            let Some(text) = v.pointer("/delta/text").and_then(Value::as_str) else {
+                return ContentStep::Pass;
+            };
+            match sc.push(index, text) {
+                Ok(t) if t.is_empty() => ContentStep::Hold,
+                Ok(t) => ContentStep::Replace(text_delta(index, &t)),
+                Err(what) => ContentStep::Blocked(what),
+            }
+        }
+        "content_block_stop" => {
+            let v = parse();
+            let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+            if !sc.is_text(index) {
+                return ContentStep::Pass;
+            }
+            match sc.finish(index) {
+                Ok(t) if t.is_empty() => ContentStep::Pass,
+                Ok(t) => ContentStep::Before(text_delta(index, &t)),
+                Err(what) => ContentStep::Blocked(what),
+            }
+        }
+        _ => ContentStep::Pass,
+    }
+}
+
+fn settle_content(content: &mut Option<StreamContent>, draft: &mut Draft) {
+    if let Some(c) = content.take() {
+        draft.record_findings(c.log);
     }
 }
 

@@ -30,6 +30,7 @@ pub struct Draft {
     pub retries: u32,
     pub tools: Vec<palisade_audit::ToolDecision>,
     pub policy: Option<palisade_audit::PolicyRef>,
+    pub findings: Vec<palisade_audit::Finding>,
 }
 
 impl Draft {
@@ -57,6 +58,7 @@ impl Draft {
             retries: 0,
             tools: Vec::new(),
             policy: None,
+            findings: Vec::new(),
         }
     }
 
@@ -65,6 +67,21 @@ impl Draft {
     pub fn record_gate(&mut self, layers: &crate::policy::Layers, log: crate::tools::GateLog) {
         self.policy = Some(layers.reference(log.deciding.as_ref()));
         self.tools.extend(log.tools);
+    }
+
+    /// Content findings (counts per detector and action, never values).
+    pub fn record_findings(&mut self, log: crate::content::FindingLog) {
+        let mut extra = log.into_findings();
+        for f in extra.drain(..) {
+            match self
+                .findings
+                .iter_mut()
+                .find(|x| x.entity == f.entity && x.action == f.action)
+            {
+                Some(x) => x.count += f.count,
+                None => self.findings.push(f),
+            }
+        }
     }
 
     pub fn record_usage(&mut self, body: &Value) {
@@ -129,6 +146,7 @@ impl Draft {
         r.client_addr = self.client_addr;
         r.tools = self.tools;
         r.policy = self.policy;
+        r.findings = self.findings;
         let mut details = serde_json::Map::new();
         details.insert("endpoint".into(), Value::from(self.endpoint));
         if self.retries > 0 {

@@ -27,9 +27,13 @@ pub struct AppState {
     pub receipts: ReceiptWriter,
     pub tenant_keys: TenantKeys,
     pub policies: crate::policy::Policies,
+    pub guards: crate::content::Guards,
     pub rng: Arc<SystemRandom>,
     /// Background work that must finish before exit (late receipts of cut streams).
     pub tracker: TaskTracker,
+    /// Checkpoint signing key (its public half is served at `/v1/audit/public-key`);
+    /// set by `RunningServer::start`.
+    pub checkpoint_signer: Option<Arc<palisade_audit::CheckpointSigner>>,
     /// Auth cache. Admin changes invalidate entries at once; the short TTL bounds how long
     /// a change made by another process (CLI, another replica) can take to be seen.
     keys: moka::future::Cache<String, Option<KeyEntry>>,
@@ -61,6 +65,7 @@ impl AppState {
             receipts,
             tenant_keys,
             policies: crate::policy::Policies::new(policies_store),
+            guards: crate::content::Guards::default(),
             rng: Arc::new(SystemRandom::new()),
             tracker,
             keys: moka::future::Cache::builder()
@@ -68,6 +73,7 @@ impl AppState {
                 .time_to_live(KEY_CACHE_TTL)
                 .build(),
             draining: Arc::new(AtomicBool::new(false)),
+            checkpoint_signer: None,
         })
     }
 

@@ -3,6 +3,7 @@
 //! withheld call reaches the client only as text it cannot execute. Streams hold a
 //! `tool_use` block until its input is complete, then release or replace it.
 
+use crate::content::StreamContent;
 use crate::policy::{Layers, denial_text, tool_decision};
 use crate::sse::encode;
 use bytes::Bytes;
@@ -230,7 +231,13 @@ impl StreamGate {
         (self.gate.layers, self.log)
     }
 
-    pub fn push(&mut self, name: &str, data: &str, raw: Bytes) -> GateOutput {
+    pub fn push(
+        &mut self,
+        name: &str,
+        data: &str,
+        raw: Bytes,
+        content: Option<&mut StreamContent>,
+    ) -> GateOutput {
         match name {
             "content_block_start" => {
                 let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
@@ -274,7 +281,7 @@ impl StreamGate {
                 }
                 held.raw.push(raw);
                 let held = self.held.take();
-                self.decide_held(held)
+                self.decide_held(held, content)
             }
             "message_delta" => {
                 if self.log.withheld > 0 && self.allowed_calls == 0 {
@@ -290,11 +297,15 @@ impl StreamGate {
         }
     }
 
-    fn decide_held(&mut self, held: Option<Held>) -> GateOutput {
+    fn decide_held(
+        &mut self,
+        held: Option<Held>,
+        content: Option<&mut StreamContent>,
+    ) -> GateOutput {
         let Some(held) = held else {
             return GateOutput::Release(Vec::new());
         };
-        let input: Value = if held.json.trim().is_empty() {
+        let mut input: Value = if held.json.trim().is_empty() {
             held.start
                 .pointer("/content_block/input")
                 .cloned()
@@ -307,9 +318,25 @@ impl StreamGate {
         };
         let d = self.gate.decide(&held.name, &input);
         if d.verdict == Verdict::Allow {
+            // The allowed call's input still passes the output content rules.
+            let rewritten = match content {
+                None => false,
+                Some(c) => match c.tool_input(&mut input) {
+                    Ok(changed) => changed,
+                    Err(blocked) => {
+                        return self.withhold(
+                            Some(held),
+                            &format!("tool input blocked by content policy ({blocked})"),
+                        );
+                    }
+                },
+            };
             self.allowed_calls += 1;
             self.log.note(&held.name, d, ToolDirection::Called);
-            return GateOutput::Release(held.raw);
+            if !rewritten {
+                return GateOutput::Release(held.raw);
+            }
+            return GateOutput::Release(reissue(&held, &input));
         }
         let name = held.name.clone();
         self.log.note(&name, d.clone(), ToolDirection::Called);
@@ -360,6 +387,21 @@ impl StreamGate {
             None => Vec::new(),
         }
     }
+}
+
+/// A released tool_use whose input was rewritten (redacted): the same block, with the
+/// whole input in one delta.
+fn reissue(held: &Held, input: &Value) -> Vec<Bytes> {
+    let mut start = held.start.clone();
+    start["content_block"]["input"] = json!({});
+    vec![
+        encode("content_block_start", &start.to_string()),
+        encode(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": held.index, "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}).to_string(),
+        ),
+        encode("content_block_stop", &json!({"type": "content_block_stop", "index": held.index}).to_string()),
+    ]
 }
 
 /// A text block at `index` standing in for a withheld tool_use.

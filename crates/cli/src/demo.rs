@@ -493,7 +493,9 @@ pub async fn run() -> Result<u8> {
         }
     }
 
-    section("9. Verifying every tenant's receipt chain");
+    sentinel_demo(&demo, globex).await?;
+
+    section("10. Verifying every tenant's receipt chain");
     let store = server.state.store.clone();
     let code = crate::audit_verify(&store, None).await?;
     server.shutdown().await;
@@ -503,6 +505,53 @@ pub async fn run() -> Result<u8> {
     }
     println!("\nDone. Run `palisade serve` with ANTHROPIC_API_KEY to put this in front of Claude.");
     Ok(0)
+}
+
+/// Sentinel: a burst of refused tool calls for one tenant raises a deny-rate alert, which
+/// that tenant (and only it) sees on `GET /v1/alerts`.
+async fn sentinel_demo(demo: &Demo, tenant: &(&str, String, String)) -> Result<()> {
+    section("9. Sentinel: a burst of refused calls raises an alert");
+    let (id, secret, _) = tenant;
+    for i in 0..25 {
+        demo.http
+            .post(format!("{}/v1/guard/tool", demo.gateway))
+            .header("x-api-key", secret)
+            .json(&json!({"tool": format!("drop_database_{i}"), "args": {}}))
+            .send()
+            .await?;
+    }
+    println!("  {id} asked /v1/guard/tool for 25 tools no policy allows (default deny)");
+    let mut alerts = Vec::new();
+    for _ in 0..100 {
+        let v: Value = demo
+            .http
+            .get(format!("{}/v1/alerts?limit=10", demo.gateway))
+            .header("x-api-key", secret)
+            .send()
+            .await?
+            .json()
+            .await?;
+        alerts = v["data"].as_array().cloned().unwrap_or_default();
+        if !alerts.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    if alerts.is_empty() {
+        println!("  no alert yet (Sentinel runs in the background)");
+    }
+    for a in &alerts {
+        println!(
+            "  GET /v1/alerts → {} [{}] {} ({}) receipt {}",
+            a["id"].as_str().unwrap_or(""),
+            a["severity"].as_str().unwrap_or(""),
+            a["message"].as_str().unwrap_or(""),
+            a["detector"].as_str().unwrap_or(""),
+            a["receipt_id"].as_str().unwrap_or("-"),
+        );
+    }
+    println!("  the alert is also an `alert` receipt in {id}'s chain; other tenants see no alerts");
+    Ok(())
 }
 
 fn hex_encode(bytes: &[u8]) -> String {

@@ -387,6 +387,7 @@ async fn key_cmd(store: &DynStore, cmd: KeyCmd) -> Result<u8> {
                     scopes,
                     secret_hash: minted.secret_hash,
                     expires_at,
+                    allowed_networks: Vec::new(),
                 })
                 .await?;
             record(

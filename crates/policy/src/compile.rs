@@ -77,6 +77,7 @@ pub(crate) struct Inner {
     pub always: Vec<u32>,
     pub schemas: Vec<CSchema>,
     pub content: ContentRules,
+    pub limits: Vec<crate::limits::LimitRule>,
     pub warnings: Vec<Diagnostic>,
 }
 
@@ -185,6 +186,7 @@ pub fn compile(parsed: &ParsedPolicy) -> Result<CompiledPolicy, Vec<Diagnostic>>
             always,
             schemas,
             content: parsed.content.clone(),
+            limits: parsed.limits.clone(),
             warnings: parsed.warnings.clone(),
         }),
     })
@@ -194,6 +196,11 @@ impl CompiledPolicy {
     /// Parses, validates and compiles in one step.
     pub fn from_yaml(source: &str, file_name: &str) -> Result<CompiledPolicy, Vec<Diagnostic>> {
         compile(&crate::parse(source, file_name)?)
+    }
+
+    /// The `limits:` and `budgets:` entries.
+    pub fn limits(&self) -> &[crate::limits::LimitRule] {
+        &self.inner.limits
     }
 
     pub fn content(&self) -> &ContentRules {

@@ -417,6 +417,8 @@ pub struct ParsedPolicy {
     pub content: ContentRules,
     /// Where `content.floors` was set (platform only).
     pub floors_pos: Option<Pos>,
+    /// `limits:` then `budgets:` entries, in file order.
+    pub limits: Vec<crate::limits::LimitRule>,
     pub warnings: Vec<Diagnostic>,
 }
 

@@ -17,6 +17,8 @@ const TOP_FIELDS: &[&str] = &[
     "tools",
     "schemas",
     "content",
+    "limits",
+    "budgets",
     "name",
     "description",
 ];
@@ -24,6 +26,8 @@ const TOP_ALIASES: &[(&str, &str)] = &[
     ("rules", "tools"),
     ("tool_rules", "tools"),
     ("floors", "content"),
+    ("rate_limits", "limits"),
+    ("budget", "budgets"),
 ];
 const RULE_FIELDS: &[&str] = &[
     "id",
@@ -66,6 +70,7 @@ pub fn parse(source: &str, file_name: &str) -> Result<ParsedPolicy, Vec<Diagnost
         schemas: Vec::new(),
         content: Default::default(),
         floors_pos: None,
+        limits: Vec::new(),
         warnings: Vec::new(),
     };
     if root.is_null() {
@@ -124,6 +129,9 @@ pub fn parse(source: &str, file_name: &str) -> Result<ParsedPolicy, Vec<Diagnost
                     policy.content = content;
                     policy.floors_pos = floors_pos;
                 }
+                "limits" | "budgets" => {
+                    crate::limits::parse_limits(&mut sink, v, key == "budgets", &mut policy.limits);
+                }
                 "name" | "description" => {
                     sink.string(v, &format!("`{key}`"));
                 }
@@ -132,6 +140,7 @@ pub fn parse(source: &str, file_name: &str) -> Result<ParsedPolicy, Vec<Diagnost
         }
     }
     check_duplicate_ids(&mut sink, &policy.rules);
+    crate::limits::check_limit_ids(&mut sink, &policy.limits);
     if !sink.has_errors() {
         shadow_warnings(&mut sink, &policy);
     }

@@ -1,7 +1,7 @@
 //! Control plane: tenants and their API keys, for the platform admin. Every change is
 //! itself an `admin_change` receipt in the tenant's chain.
 
-use crate::auth::{ROLES, mint_key, mint_secret_for, require_admin};
+use crate::auth::{Actor, ROLES, mint_key, mint_secret_for, require_admin, require_admin_for};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::Json;
@@ -47,7 +47,17 @@ async fn admin_receipt(
     object: String,
     change: Value,
 ) -> Result<String, ApiError> {
-    let r = change_receipt(tenant_id, "platform_admin", object, change);
+    admin_receipt_by(state, &Actor::Platform, tenant_id, object, change).await
+}
+
+async fn admin_receipt_by(
+    state: &AppState,
+    actor: &Actor,
+    tenant_id: &str,
+    object: String,
+    change: Value,
+) -> Result<String, ApiError> {
+    let r = change_receipt(tenant_id, &actor.name(), object, change);
     let sealed = state.receipts.commit(r).await?;
     Ok(sealed.id)
 }
@@ -157,6 +167,9 @@ pub struct CreateKey {
     scopes: Vec<String>,
     /// RFC 3339.
     expires_at: Option<String>,
+    /// Client networks (CIDR) the key may be used from; empty means any.
+    #[serde(default)]
+    allowed_networks: Vec<String>,
 }
 
 /// Roles are slugs: policies may name their own (`viewer`, `editor`, …) beside the
@@ -204,7 +217,7 @@ pub async fn create_key(
     Path(tenant): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
+    let actor = require_admin_for(&state, &headers, Some(&tenant)).await?;
     let req: CreateKey = parse_body(&body)?;
     tenant_must_exist(&state, &tenant).await?;
     if !valid_role(&req.role) {
@@ -220,6 +233,22 @@ pub async fn create_key(
         return Err(ApiError::invalid(
             "invalid_scope",
             format!("unknown scope {bad:?}; known: {}", SCOPES.join(", ")),
+        ));
+    }
+    crate::access::valid_networks(&req.allowed_networks)
+        .map_err(|m| ApiError::invalid("invalid_network", format!("allowed_networks: {m}")))?;
+    let granted = if req.scopes.is_empty() {
+        crate::auth::default_scopes(&req.role)
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        req.scopes.clone()
+    };
+    if !actor.may_grant(&granted) {
+        return Err(ApiError::forbidden(
+            "scope_not_grantable",
+            "a tenant admin may only grant scopes it holds itself",
         ));
     }
     let expires_at = match &req.expires_at {
@@ -246,10 +275,12 @@ pub async fn create_key(
             scopes: req.scopes,
             secret_hash: minted.secret_hash,
             expires_at,
+            allowed_networks: req.allowed_networks,
         })
         .await?;
-    admin_receipt(
+    admin_receipt_by(
         &state,
+        &actor,
         &tenant,
         format!("tenant/{tenant}/key/{}", key.id),
         json!({"op": "create", "role": key.role}),
@@ -267,29 +298,55 @@ pub async fn list_keys(
     headers: HeaderMap,
     Path(tenant): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
+    require_admin_for(&state, &headers, Some(&tenant)).await?;
     tenant_must_exist(&state, &tenant).await?;
     let keys = state.store.list_keys(&tenant).await?;
     let data: Vec<Value> = keys.iter().map(|k| key_json(k, None)).collect();
     Ok(Json(json!({"data": data})).into_response())
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    /// Seconds during which the previous secret keeps working (0 = none, max 30 days).
+    #[serde(default)]
+    grace_seconds: u64,
+}
+
+/// Longest rotation grace period: 30 days.
+pub const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
+
 pub async fn rotate_key(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((tenant, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
+    let actor = require_admin_for(&state, &headers, Some(&tenant)).await?;
+    let req: RotateKey = parse_body(&body)?;
+    if req.grace_seconds > MAX_GRACE_SECONDS {
+        return Err(ApiError::invalid(
+            "invalid_grace",
+            format!("grace_seconds must be at most {MAX_GRACE_SECONDS}"),
+        ));
+    }
+    let until = (req.grace_seconds > 0)
+        .then(|| palisade_store::now_ms() + (req.grace_seconds as i64) * 1000);
     let (secret, hash) = mint_secret_for(&id, &*state.rng)?;
-    let Some(key) = state.store.rotate_key(&tenant, &id, &hash).await? else {
+    let Some(key) = state
+        .store
+        .rotate_key_with_grace(&tenant, &id, &hash, until)
+        .await?
+    else {
         return Err(ApiError::not_found(format!("key {id} not found")));
     };
     state.forget_key(&id).await;
-    admin_receipt(
+    admin_receipt_by(
         &state,
+        &actor,
         &tenant,
         format!("tenant/{tenant}/key/{id}"),
-        json!({"op": "rotate"}),
+        json!({"op": "rotate", "grace_seconds": req.grace_seconds}),
     )
     .await?;
     Ok(Json(key_json(&key, Some(&secret))).into_response())
@@ -300,13 +357,14 @@ pub async fn revoke_key(
     headers: HeaderMap,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
+    let actor = require_admin_for(&state, &headers, Some(&tenant)).await?;
     let Some(key) = state.store.revoke_key(&tenant, &id).await? else {
         return Err(ApiError::not_found(format!("key {id} not found")));
     };
     state.forget_key(&id).await;
-    admin_receipt(
+    admin_receipt_by(
         &state,
+        &actor,
         &tenant,
         format!("tenant/{tenant}/key/{id}"),
         json!({"op": "revoke"}),

@@ -25,6 +25,12 @@ pub const ROLES: &[&str] = &["tenant_admin", "approver", "member", "service"];
 pub struct Principal {
     pub tenant: Arc<Tenant>,
     pub key: Arc<ApiKey>,
+    /// Effective scopes (the credential's own, or its role's defaults).
+    pub scopes: Vec<String>,
+    /// The end user a service credential acts for (`x-palisade-user`, `act_as` scope).
+    pub acting_for: Option<String>,
+    /// Extra verified attributes (JWT claims named in the trust entry).
+    pub attributes: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Principal {
@@ -33,6 +39,9 @@ impl Principal {
     }
     pub fn user_id(&self) -> Option<&str> {
         self.key.user_id.as_deref()
+    }
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.iter().any(|s| s == scope.as_str())
     }
 }
 
@@ -122,8 +131,81 @@ pub fn secrets_equal(a: &str, b: &str) -> bool {
     bool::from(da.as_ref().ct_eq(db.as_ref()))
 }
 
-/// Resolves and verifies a tenant credential. Every failure is a 401 whose message says
-/// what to fix without revealing whether a key id exists.
+/// What an endpoint needs from its caller. Each data-plane handler names one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Messages,
+    Guard,
+    ReceiptsRead,
+    ApprovalsDecide,
+    Admin,
+    ActAs,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Messages => "messages",
+            Scope::Guard => "guard",
+            Scope::ReceiptsRead => "receipts:read",
+            Scope::ApprovalsDecide => "approvals:decide",
+            Scope::Admin => "admin",
+            Scope::ActAs => "act_as",
+        }
+    }
+}
+
+/// Scopes of a credential that names none, by role. Keys created before scopes were
+/// enforced carry an empty list, so they keep working with their role's defaults.
+///
+/// | role | default scopes |
+/// |---|---|
+/// | `tenant_admin` | messages, guard, receipts:read, approvals:decide, admin |
+/// | `approver` | approvals:decide, receipts:read |
+/// | `service` | messages, guard |
+/// | `member` and custom roles | messages, guard, receipts:read |
+///
+/// `member` keeps `receipts:read` because before enforcement every key could read its
+/// tenant's receipts; a key that must not is created with explicit scopes.
+/// `act_as` is never a default: it must be granted explicitly.
+pub fn default_scopes(role: &str) -> &'static [&'static str] {
+    match role {
+        "tenant_admin" => &[
+            "messages",
+            "guard",
+            "receipts:read",
+            "approvals:decide",
+            "admin",
+        ],
+        "approver" => &["approvals:decide", "receipts:read"],
+        "service" => &["messages", "guard"],
+        _ => &["messages", "guard", "receipts:read"],
+    }
+}
+
+/// The scopes a key really has: its own list, or its role's defaults when empty.
+pub fn effective_scopes(key: &ApiKey) -> Vec<String> {
+    if key.scopes.is_empty() {
+        default_scopes(&key.role)
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        key.scopes.clone()
+    }
+}
+
+/// Header a key with the `act_as` scope sets to act for one end user of its own tenant.
+pub const ACT_AS_HEADER: &str = "x-palisade-user";
+
+fn invalid_key() -> ApiError {
+    ApiError::unauthenticated("invalid_credential", "invalid API key")
+}
+
+/// Resolves and verifies a tenant credential — a Palisade key or an IdP's JWT, told
+/// apart by shape. Every failure is a 401 whose message says what to fix without
+/// revealing whether a key id exists. Then the request's origin and network are checked,
+/// and `x-palisade-user` is applied (only with the `act_as` scope).
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let Some(raw) = credential(headers) else {
         return Err(ApiError::unauthenticated(
@@ -131,26 +213,62 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
             "missing API key: send a Palisade key in x-api-key or Authorization: Bearer",
         ));
     };
+    let mut principal = if raw.starts_with(KEY_PREFIX) {
+        authenticate_key(state, headers, raw).await?
+    } else if crate::jwt::looks_like_jwt(raw) {
+        authenticate_jwt(state, raw).await?
+    } else {
+        return Err(invalid_key());
+    };
+    let trusted = &state.config.auth.trusted_proxies;
+    crate::access::check_tenant(headers, trusted, &principal.tenant.attributes)?;
+    if let Some(user) = headers.get(ACT_AS_HEADER) {
+        if !principal.has(Scope::ActAs) {
+            return Err(ApiError::forbidden(
+                "act_as_not_allowed",
+                "this credential may not act for a user: x-palisade-user needs the act_as scope",
+            ));
+        }
+        let user = user.to_str().unwrap_or("").trim();
+        if user.is_empty() || user.len() > 256 || !user.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiError::invalid(
+                "invalid_user",
+                "x-palisade-user must be 1-256 printable ASCII characters",
+            ));
+        }
+        // Only the user changes: the tenant, role and plan stay the credential's.
+        let mut key = (*principal.key).clone();
+        key.user_id = Some(user.to_string());
+        principal.key = Arc::new(key);
+        principal.acting_for = Some(user.to_string());
+    }
+    Ok(principal)
+}
+
+async fn authenticate_key(
+    state: &AppState,
+    headers: &HeaderMap,
+    raw: &str,
+) -> Result<Principal, ApiError> {
     let Some((id, secret)) = parse_key(raw) else {
-        return Err(ApiError::unauthenticated(
-            "invalid_credential",
-            "invalid API key",
-        ));
+        return Err(invalid_key());
     };
     let Some(entry) = state.lookup_key(&id).await? else {
-        return Err(ApiError::unauthenticated(
-            "invalid_credential",
-            "invalid API key",
-        ));
+        return Err(invalid_key());
     };
-    let presented = hash_secret(secret);
-    if !bool::from(presented.as_bytes().ct_eq(entry.key.secret_hash.as_bytes())) {
-        return Err(ApiError::unauthenticated(
-            "invalid_credential",
-            "invalid API key",
-        ));
-    }
     let now = palisade_store::now_ms();
+    let presented = hash_secret(secret);
+    let current = bool::from(presented.as_bytes().ct_eq(entry.key.secret_hash.as_bytes()));
+    // During a rotation's grace period the previous secret still works.
+    let previous = match (&entry.key.prev_secret_hash, entry.key.prev_valid_until) {
+        (Some(h), Some(until)) => {
+            bool::from(presented.as_bytes().ct_eq(h.as_bytes())) && until > now
+        }
+        _ => false,
+    };
+    if !(current || previous) {
+        return Err(invalid_key());
+    }
     if entry.key.revoked_at.is_some() {
         return Err(ApiError::unauthenticated(
             "key_revoked",
@@ -163,10 +281,132 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
             "this API key has expired",
         ));
     }
+    crate::access::check_networks(
+        headers,
+        &state.config.auth.trusted_proxies,
+        &entry.key.allowed_networks,
+    )?;
     Ok(Principal {
+        scopes: effective_scopes(&entry.key),
         tenant: entry.tenant.clone(),
         key: entry.key.clone(),
+        acting_for: None,
+        attributes: serde_json::Map::new(),
     })
+}
+
+async fn authenticate_jwt(state: &AppState, raw: &str) -> Result<Principal, ApiError> {
+    let token = crate::jwt::verify(state, raw).await?;
+    let Some(tenant) = state.store.get_tenant(&token.tenant).await? else {
+        return Err(ApiError::unauthenticated(
+            "invalid_token",
+            "invalid bearer token",
+        ));
+    };
+    let key = ApiKey {
+        id: "jwt".into(),
+        tenant_id: tenant.id.clone(),
+        name: Some(token.issuer.clone()),
+        role: token.role,
+        user_id: token.user_id,
+        scopes: token.scopes,
+        secret_hash: String::new(),
+        created_at: 0,
+        expires_at: None,
+        revoked_at: None,
+        rotated_at: None,
+        last_used_at: None,
+        prev_secret_hash: None,
+        prev_valid_until: None,
+        allowed_networks: Vec::new(),
+    };
+    Ok(Principal {
+        scopes: effective_scopes(&key),
+        tenant: Arc::new(tenant),
+        key: Arc::new(key),
+        acting_for: None,
+        attributes: token.attributes,
+    })
+}
+
+/// Authenticates and checks that the credential carries `scope`; a missing scope is a
+/// 403 `permission_error`.
+pub async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Result<Principal, ApiError> {
+    let p = authenticate(state, headers).await?;
+    if !p.has(scope) {
+        return Err(ApiError::forbidden(
+            "missing_scope",
+            format!("this credential lacks the {} scope", scope.as_str()),
+        ));
+    }
+    Ok(p)
+}
+
+/// Who is making a control-plane change.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    Platform,
+    TenantAdmin(Principal),
+}
+
+impl Actor {
+    /// The actor as recorded in `admin_change` receipts.
+    pub fn name(&self) -> String {
+        match self {
+            Actor::Platform => "platform_admin".into(),
+            Actor::TenantAdmin(p) => format!("tenant_admin:{}", p.key.id),
+        }
+    }
+    /// Scopes the actor may grant to keys it creates.
+    pub fn may_grant(&self, scopes: &[String]) -> bool {
+        match self {
+            Actor::Platform => true,
+            Actor::TenantAdmin(p) => scopes.iter().all(|s| p.scopes.contains(s)),
+        }
+    }
+}
+
+/// Control-plane check for a path naming `tenant`: the platform admin token, or a key /
+/// JWT of that same tenant with role `tenant_admin` or the `admin` scope. Another
+/// tenant's name answers exactly as a missing tenant does (no existence leak); `None`
+/// (platform-wide resources) is for the platform admin only.
+pub async fn require_admin_for(
+    state: &AppState,
+    headers: &HeaderMap,
+    tenant: Option<&str>,
+) -> Result<Actor, ApiError> {
+    let raw = credential(headers);
+    let tenant_credential =
+        raw.is_some_and(|r| r.starts_with(KEY_PREFIX) || crate::jwt::looks_like_jwt(r));
+    let is_platform = match (raw, state.config.admin.token.as_deref()) {
+        (Some(r), Some(expected)) => secrets_equal(r, expected),
+        _ => false,
+    };
+    if is_platform || !tenant_credential {
+        require_admin(state, headers)?;
+        return Ok(Actor::Platform);
+    }
+    let Some(tenant) = tenant else {
+        return Err(ApiError::forbidden(
+            "platform_admin_only",
+            "this endpoint is for the platform admin only",
+        ));
+    };
+    let p = authenticate(state, headers).await?;
+    if p.tenant_id() != tenant {
+        return Err(ApiError::not_found(format!("tenant {tenant} not found")));
+    }
+    if p.acting_for.is_some() || !(p.key.role == "tenant_admin" || p.has(Scope::Admin)) {
+        return Err(ApiError::forbidden(
+            "missing_scope",
+            "this credential lacks the admin scope",
+        ));
+    }
+    Ok(Actor::TenantAdmin(p))
 }
 
 /// Platform admin check for the control plane.

@@ -21,6 +21,19 @@ pub struct Config {
     pub receipts: ReceiptConfig,
     pub policy: PolicyConfig,
     pub audit: AuditConfig,
+    /// Zero-trust access: trusted proxies and IdP (JWT) trust.
+    pub auth: crate::access::AuthConfig,
+    /// Redis, shared by replicas for rate-limit counters (`limits.backend: redis`).
+    pub redis: RedisConfig,
+    /// Sentinel anomaly detection, alert routing and `/metrics`.
+    pub sentinel: crate::sentinel::SentinelSettings,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`; required when `limits.backend` is `redis`.
+    pub url: Option<String>,
 }
 
 /// Signed checkpoints and retention (see docs/receipts.md).
@@ -115,6 +128,12 @@ pub struct LimitConfig {
     pub max_sse_event_bytes: usize,
     /// Largest upstream non-streaming body accepted.
     pub max_upstream_body_bytes: usize,
+    /// Where policy rate limits are counted: `local` (this process) or `redis` (shared).
+    pub backend: String,
+    /// When Redis is unreachable: `local` (count in process, warn) or `fail_closed` (503).
+    pub on_redis_error: String,
+    /// Prefix of every counter key (one per deployment or test).
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -166,6 +185,9 @@ impl Default for Config {
             receipts: ReceiptConfig::default(),
             policy: PolicyConfig::default(),
             audit: AuditConfig::default(),
+            auth: crate::access::AuthConfig::default(),
+            redis: RedisConfig::default(),
+            sentinel: crate::sentinel::SentinelSettings::default(),
         }
     }
 }
@@ -207,6 +229,9 @@ impl Default for LimitConfig {
             max_json_depth: 64,
             max_sse_event_bytes: 1024 * 1024,
             max_upstream_body_bytes: 64 * 1024 * 1024,
+            backend: "local".into(),
+            on_redis_error: "local".into(),
+            key_prefix: "palisade:rl:".into(),
         }
     }
 }
@@ -393,6 +418,7 @@ impl Config {
         {
             return bad("admin.token must be at least 16 characters");
         }
+        self.auth.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }

@@ -516,7 +516,7 @@ pub async fn guard_scan(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = crate::auth::authenticate(&state, &headers).await?;
+    let principal = crate::auth::authorize(&state, &headers, crate::auth::Scope::Guard).await?;
     let req: ScanRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid("invalid_body", format!("invalid request body: {e}")))?;
     let dir = match req.direction.as_deref() {

@@ -7,7 +7,7 @@
 //! `GET /v1/receipts/export` gives a tenant credential its own chain only;
 //! `GET /admin/v1/receipts/export` gives the platform admin one tenant or all.
 
-use crate::auth::{authenticate, require_admin};
+use crate::auth::{Scope, authorize, require_admin};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::Body;
@@ -284,7 +284,7 @@ pub async fn tenant_export(
     headers: HeaderMap,
     q: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let principal = authenticate(&state, &headers).await?;
+    let principal = authorize(&state, &headers, Scope::ReceiptsRead).await?;
     let (p, window) = params(q)?;
     let own = principal.tenant_id().to_string();
     if p.tenant_id.as_deref().is_some_and(|t| t != own) {

@@ -3,13 +3,20 @@
 //! requests into calls on the pure core crates and the store.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod access;
 pub mod admin;
+pub mod alerts_api;
+pub mod approvals;
 pub mod auth;
 pub mod checkpoints;
 pub mod config;
 pub mod content;
 pub mod error;
 pub mod export;
+pub mod jwt;
+pub mod limits;
+pub mod metrics;
+pub mod openapi;
 pub mod policy;
 pub mod policy_admin;
 pub mod proxy;
@@ -17,6 +24,7 @@ pub mod receipt_build;
 pub mod receipts;
 pub mod receipts_api;
 pub mod retention;
+pub mod sentinel;
 pub mod sse;
 pub mod state;
 pub mod tenant_keys;
@@ -46,6 +54,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/receipts/export", get(export::tenant_export))
         .route("/v1/audit/public-key", get(checkpoints::public_key))
         .route("/v1/receipts/{id}", get(receipts_api::get))
+        .route("/v1/approvals", get(approvals::list))
+        .route("/v1/approvals/{id}", get(approvals::get))
+        .route("/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/v1/approvals/{id}/deny", post(approvals::deny))
         .route(
             "/admin/v1/tenants",
             post(admin::create_tenant).get(admin::list_tenants),
@@ -109,11 +121,18 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/v1/receipts", get(receipts_api::admin_list))
         .route("/admin/v1/receipts/export", get(export::admin_export))
+        .route("/v1/alerts", get(alerts_api::list))
+        .route("/v1/alerts/webhook-secret", get(alerts_api::webhook_secret))
+        .route("/v1/alerts/{id}", get(alerts_api::get))
+        .route("/v1/alerts/{id}/ack", post(alerts_api::ack))
+        .route("/metrics", get(metrics::serve))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(shape_plain_errors))
+        .layer(axum::middleware::map_request(access::stamp_peer))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -249,6 +268,7 @@ pub struct RunningServer {
     stop: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
     audit: Option<checkpoints::AuditTask>,
+    sentinel: Option<sentinel::SentinelTask>,
 }
 
 impl RunningServer {
@@ -288,6 +308,7 @@ impl RunningServer {
         state.checkpoint_signer = checkpoint_signer.clone();
         let audit =
             checkpoints::AuditTask::start(state.store.clone(), checkpoint_signer, &audit_config);
+        let sentinel = state.monitor.start(state.clone());
         let app = router(state.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let drain_state = state.clone();
@@ -328,6 +349,7 @@ impl RunningServer {
             stop: Some(stop_tx),
             done,
             audit: Some(audit),
+            sentinel,
         })
     }
 
@@ -343,6 +365,9 @@ impl RunningServer {
         let _ = (&mut self.done).await;
         self.state.tracker.close();
         self.state.tracker.wait().await;
+        if let Some(s) = self.sentinel.take() {
+            s.shutdown().await;
+        }
         self.state.receipts.shutdown().await;
         if let Some(audit) = self.audit.take() {
             audit.shutdown().await;

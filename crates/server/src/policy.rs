@@ -4,7 +4,7 @@
 //! their source; the cache's one-second TTL bounds how long another process's activation
 //! takes to be seen, and this process's activations invalidate it at once.
 
-use crate::auth::{Principal, authenticate};
+use crate::auth::{Principal, Scope, authorize};
 use crate::error::ApiError;
 use crate::state::AppState;
 use aws_lc_rs::digest;
@@ -203,6 +203,9 @@ pub struct GuardToolRequest {
     /// tenant attributes, which come from the credential.
     #[serde(default)]
     context: Option<GuardContext>,
+    /// Single-use token of an approved call (see `approvals.rs`).
+    #[serde(default)]
+    approval_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -218,7 +221,7 @@ pub async fn guard_tool(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = authenticate(&state, &headers).await?;
+    let principal = authorize(&state, &headers, Scope::Guard).await?;
     crate::proxy::check_json_depth(&body, state.config.limits.max_json_depth)?;
     let req: GuardToolRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid("invalid_body", format!("invalid request body: {e}")))?;
@@ -229,6 +232,7 @@ pub async fn guard_tool(
         ));
     }
     let layers = state.policies.layers(principal.tenant_id()).await?;
+    crate::limits::admit_tool(&state, &layers, &principal, &req.tool).await?;
     let mut ctx = base_context(&principal, None);
     if let Some(c) = req.context {
         ctx.request = c.request;
@@ -236,6 +240,14 @@ pub async fn guard_tool(
     ctx.tool = req.tool.clone();
     ctx.args = req.args;
     let decision = layers.evaluate(&ctx);
+    let (decision, approval) = crate::approvals::on_guard(
+        &state,
+        &principal,
+        &ctx,
+        decision,
+        req.approval_token.as_deref(),
+    )
+    .await?;
     let mut r = Receipt::new(
         uuid::Uuid::now_v7().hyphenated().to_string(),
         principal.tenant_id(),
@@ -270,5 +282,6 @@ pub async fn guard_tool(
             "tenant_version": layers.tenant.as_ref().map(|a| a.hash.clone()),
         },
         "trace": decision.trace,
+        "approval": approval,
     })))
 }

@@ -3,7 +3,7 @@
 //! `/admin/v1/platform/policy`. Every put and activation is an `admin_change` receipt.
 
 use crate::admin::change_receipt;
-use crate::auth::require_admin;
+use crate::auth::{require_admin, require_admin_for};
 use crate::error::ApiError;
 use crate::policy::{Layers, compile_for, source_hash};
 use crate::state::AppState;
@@ -62,7 +62,7 @@ async fn put(
     params: PutParams,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    require_admin(state, headers)?;
+    require_admin_for(state, headers, tenant).await?;
     let scope = scope_of(state, tenant).await?;
     let source = std::str::from_utf8(body)
         .map_err(|_| ApiError::invalid("invalid_policy", "the policy must be UTF-8 YAML text"))?;
@@ -147,7 +147,7 @@ async fn list(
     headers: &HeaderMap,
     tenant: Option<&str>,
 ) -> Result<Response, ApiError> {
-    require_admin(state, headers)?;
+    require_admin_for(state, headers, tenant).await?;
     let scope = scope_of(state, tenant).await?;
     let versions = state.store.list_policies(&scope).await?;
     let active = versions.iter().find(|v| v.active).map(|v| v.hash.clone());
@@ -160,7 +160,7 @@ async fn get(
     tenant: Option<&str>,
     hash: &str,
 ) -> Result<Response, ApiError> {
-    require_admin(state, headers)?;
+    require_admin_for(state, headers, tenant).await?;
     let scope = scope_of(state, tenant).await?;
     match state.store.get_policy(&scope, hash).await? {
         Some(v) => Ok(Json(v).into_response()),
@@ -198,7 +198,7 @@ async fn dry_run(
     tenant: Option<&str>,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    require_admin(state, headers)?;
+    require_admin_for(state, headers, tenant).await?;
     let scope = scope_of(state, tenant).await?;
     let req: DryRun = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid("invalid_body", format!("invalid request body: {e}")))?;
@@ -333,7 +333,7 @@ pub async fn tenant_activate(
     h: HeaderMap,
     Path((t, hash)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    require_admin(&s, &h)?;
+    require_admin_for(&s, &h, Some(&t)).await?;
     let scope = scope_of(&s, Some(&t)).await?;
     let old = activate_inner(&s, &scope, &hash).await?;
     Ok(Json(json!({"scope": scope, "active": hash, "previous_active": old})).into_response())

@@ -2,7 +2,7 @@
 //! `/v1/messages/count_tokens`. The client's Palisade key stops here; the upstream sees
 //! the platform's key. Every call ends in exactly one committed receipt.
 
-use crate::auth::{Principal, authenticate};
+use crate::auth::{Principal, Scope, authorize};
 use crate::content::{CallContent, Direction, StreamContent};
 use crate::error::ApiError;
 use crate::receipt_build::{Draft, commit_draft};
@@ -127,7 +127,7 @@ async fn handle(
             .with_kind("overloaded_error")
             .into_response();
     }
-    let principal = match authenticate(&state, &headers).await {
+    let principal = match authorize(&state, &headers, Scope::Messages).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -147,6 +147,21 @@ async fn handle(
     let layers = match state.policies.layers(principal.tenant_id()).await {
         Ok(l) => l,
         Err(e) => return refuse(&state, &principal, draft, e, started).await,
+    };
+    let count_only = endpoint == Endpoint::CountTokens;
+    let rate = match crate::limits::admit_message(
+        &state,
+        &layers,
+        &principal,
+        &mut draft,
+        &request.body,
+        body.len(),
+        count_only,
+    )
+    .await
+    {
+        Ok(h) => h,
+        Err((e, h)) => return h.apply(refuse(&state, &principal, draft, e, started).await),
     };
     let gate = ToolGate {
         ctx: crate::policy::base_context(&principal, request.model.as_deref()),
@@ -223,11 +238,11 @@ async fn handle(
             draft.record_findings(c.log);
         }
     }
-    if request.stream && endpoint == Endpoint::Messages {
+    rate.apply(if request.stream && endpoint == Endpoint::Messages {
         stream_call(state, principal, draft, upstream, gate, content, started).await
     } else {
         unary_call(state, principal, draft, upstream, gate, content, started).await
-    }
+    })
 }
 
 struct ParsedRequest {

@@ -31,6 +31,8 @@ pub struct Draft {
     pub tools: Vec<palisade_audit::ToolDecision>,
     pub policy: Option<palisade_audit::PolicyRef>,
     pub findings: Vec<palisade_audit::Finding>,
+    /// Rate-limit reservations, settled at commit (`limits::settle`).
+    pub limits: crate::limits::Pending,
 }
 
 impl Draft {
@@ -59,6 +61,7 @@ impl Draft {
             tools: Vec::new(),
             policy: None,
             findings: Vec::new(),
+            limits: Default::default(),
         }
     }
 
@@ -149,6 +152,9 @@ impl Draft {
         r.findings = self.findings;
         let mut details = serde_json::Map::new();
         details.insert("endpoint".into(), Value::from(self.endpoint));
+        if let Some(l) = self.limits.refused {
+            details.insert("limit".into(), l);
+        }
         if self.retries > 0 {
             details.insert("retries".into(), Value::from(self.retries));
         }
@@ -162,8 +168,10 @@ impl Draft {
 pub async fn commit_draft(
     state: &AppState,
     p: &Principal,
-    draft: Draft,
+    mut draft: Draft,
 ) -> Result<String, ApiError> {
+    let (i, o) = (draft.input_tokens, draft.output_tokens);
+    crate::limits::settle(state, p, &mut draft.limits, i, o).await;
     let receipt = draft.into_receipt(&p.tenant.id);
     let sealed = state
         .receipts

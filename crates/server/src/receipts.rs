@@ -10,6 +10,10 @@ use tokio_util::task::TaskTracker;
 
 type Reply = oneshot::Sender<Result<Receipt, StoreError>>;
 
+/// Called with every receipt after its batch committed (Sentinel and metrics). Must be
+/// quick and must not block: it runs on the writer task.
+pub type Observer = std::sync::Arc<dyn Fn(&Receipt) + Send + Sync>;
+
 enum Msg {
     Append(Box<Receipt>, Reply),
     Stop(oneshot::Sender<()>),
@@ -18,6 +22,7 @@ enum Msg {
 #[derive(Clone)]
 pub struct ReceiptWriter {
     tx: mpsc::Sender<Msg>,
+    observer: std::sync::Arc<std::sync::OnceLock<Observer>>,
 }
 
 /// Bounded queue: when the store falls behind, request tasks wait here (backpressure)
@@ -27,8 +32,14 @@ const QUEUE: usize = 16_384;
 impl ReceiptWriter {
     pub fn start(store: DynStore, max_batch: usize, _tracker: &TaskTracker) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(store, rx, max_batch.max(1)));
-        Self { tx }
+        let observer = std::sync::Arc::new(std::sync::OnceLock::new());
+        tokio::spawn(run(store, rx, max_batch.max(1), observer.clone()));
+        Self { tx, observer }
+    }
+
+    /// Installs the commit observer (once; later calls are ignored).
+    pub fn set_observer(&self, f: Observer) {
+        let _ = self.observer.set(f);
     }
 
     /// Commits one receipt and returns it sealed (sequence number and hashes set).
@@ -51,7 +62,12 @@ impl ReceiptWriter {
     }
 }
 
-async fn run(store: DynStore, mut rx: mpsc::Receiver<Msg>, max_batch: usize) {
+async fn run(
+    store: DynStore,
+    mut rx: mpsc::Receiver<Msg>,
+    max_batch: usize,
+    observer: std::sync::Arc<std::sync::OnceLock<Observer>>,
+) {
     let mut batch: Vec<Receipt> = Vec::with_capacity(max_batch);
     let mut replies: Vec<Reply> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.recv().await {
@@ -77,6 +93,11 @@ async fn run(store: DynStore, mut rx: mpsc::Receiver<Msg>, max_batch: usize) {
             let receipts = std::mem::take(&mut batch);
             match store.append_receipts(receipts).await {
                 Ok(sealed) => {
+                    if let Some(f) = observer.get() {
+                        for r in &sealed {
+                            f(r);
+                        }
+                    }
                     for (reply, r) in replies.drain(..).zip(sealed) {
                         let _ = reply.send(Ok(r));
                     }

@@ -1,7 +1,7 @@
 //! Receipt reads. The tenant comes from the credential; a receipt id of another tenant
 //! answers exactly like a missing one.
 
-use crate::auth::{authenticate, require_admin};
+use crate::auth::{Scope, authorize, require_admin};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::Json;
@@ -113,7 +113,7 @@ pub async fn list(
     headers: HeaderMap,
     q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = authenticate(&state, &headers).await?;
+    let principal = authorize(&state, &headers, Scope::ReceiptsRead).await?;
     let p = params(q)?;
     if p.tenant_id
         .as_deref()
@@ -133,7 +133,7 @@ pub async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = authenticate(&state, &headers).await?;
+    let principal = authorize(&state, &headers, Scope::ReceiptsRead).await?;
     match state.store.get_receipt(principal.tenant_id(), &id).await? {
         Some(r) => Ok(Json(serde_json::to_value(r).unwrap_or(Value::Null))),
         None => Err(ApiError::not_found(format!("receipt {id} not found"))),

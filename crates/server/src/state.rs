@@ -28,12 +28,16 @@ pub struct AppState {
     pub tenant_keys: TenantKeys,
     pub policies: crate::policy::Policies,
     pub guards: crate::content::Guards,
+    /// Rate-limit and budget counters (see `limits.rs`).
+    pub limits: crate::limits::Limits,
     pub rng: Arc<SystemRandom>,
     /// Background work that must finish before exit (late receipts of cut streams).
     pub tracker: TaskTracker,
     /// Checkpoint signing key (its public half is served at `/v1/audit/public-key`);
     /// set by `RunningServer::start`.
     pub checkpoint_signer: Option<Arc<palisade_audit::CheckpointSigner>>,
+    /// Metrics and Sentinel's intake (fed by the receipt writer's commit observer).
+    pub monitor: crate::sentinel::Monitor,
     /// Auth cache. Admin changes invalidate entries at once; the short TTL bounds how long
     /// a change made by another process (CLI, another replica) can take to be seen.
     keys: moka::future::Cache<String, Option<KeyEntry>>,
@@ -58,6 +62,9 @@ impl AppState {
         let tracker = TaskTracker::new();
         let receipts = ReceiptWriter::start(store.clone(), config.receipts.max_batch, &tracker);
         let policies_store = store.clone();
+        let monitor = crate::sentinel::Monitor::new(&config.sentinel);
+        receipts.set_observer(monitor.observer());
+        let limits = crate::limits::Limits::from_config(&config)?;
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -66,6 +73,7 @@ impl AppState {
             tenant_keys,
             policies: crate::policy::Policies::new(policies_store),
             guards: crate::content::Guards::default(),
+            limits,
             rng: Arc::new(SystemRandom::new()),
             tracker,
             keys: moka::future::Cache::builder()
@@ -74,6 +82,7 @@ impl AppState {
                 .build(),
             draining: Arc::new(AtomicBool::new(false)),
             checkpoint_signer: None,
+            monitor,
         })
     }
 

@@ -3,10 +3,14 @@
 //! backend is a deployment choice, not a code path.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod alerts;
+mod approvals;
 mod model;
 mod postgres;
 mod sqlite;
 
+pub use alerts::{AlertQuery, AlertRecord};
+pub use approvals::ApprovalRecord;
 pub use model::*;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -81,8 +85,25 @@ pub trait Store: Send + Sync + 'static {
     /// Key lookup by public id, for authentication (any tenant).
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;
     async fn list_keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>>;
-    async fn rotate_key(&self, tenant_id: &str, id: &str, new_hash: &str)
-    -> Result<Option<ApiKey>>;
+    /// Replaces the secret at once (no grace period).
+    async fn rotate_key(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        new_hash: &str,
+    ) -> Result<Option<ApiKey>> {
+        self.rotate_key_with_grace(tenant_id, id, new_hash, None)
+            .await
+    }
+    /// Replaces the secret; with `prev_valid_until` the previous secret keeps working
+    /// until then (both secrets are valid during the grace period).
+    async fn rotate_key_with_grace(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        new_hash: &str,
+        prev_valid_until: Option<i64>,
+    ) -> Result<Option<ApiKey>>;
     async fn revoke_key(&self, tenant_id: &str, id: &str) -> Result<Option<ApiKey>>;
     async fn touch_key(&self, id: &str, at_ms: i64) -> Result<()>;
 
@@ -146,6 +167,49 @@ pub trait Store: Send + Sync + 'static {
     /// exists and has `anchor.head_hash`; a no-op (0) when an anchor at or beyond it
     /// exists. Checkpoints below the anchor go too. Returns the receipts deleted.
     async fn purge_receipts(&self, anchor: &Anchor) -> Result<u64>;
+
+    /// Stores a Sentinel alert (`Conflict` if the id exists).
+    async fn put_alert(&self, alert: &AlertRecord) -> Result<()>;
+    /// A tenant's alerts, newest first.
+    async fn list_alerts(&self, tenant_id: &str, q: &AlertQuery) -> Result<Vec<AlertRecord>>;
+    /// One alert of the tenant (another tenant's id is simply not found).
+    async fn get_alert(&self, tenant_id: &str, id: &str) -> Result<Option<AlertRecord>>;
+    /// Acknowledges an alert (the first acknowledgement wins); returns it, or None.
+    async fn ack_alert(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        by: &str,
+        at_ms: i64,
+    ) -> Result<Option<AlertRecord>>;
+    /// Links an alert to the `alert` receipt that records it.
+    async fn set_alert_receipt(&self, tenant_id: &str, id: &str, receipt_id: &str) -> Result<()>;
+
+    /// Stores a new approval (`Conflict` if the id exists).
+    async fn create_approval(&self, a: &ApprovalRecord) -> Result<()>;
+    /// One approval of the tenant (another tenant's id is simply not found).
+    async fn get_approval(&self, tenant_id: &str, id: &str) -> Result<Option<ApprovalRecord>>;
+    /// A tenant's approvals, newest first, optionally of one status.
+    async fn list_approvals(
+        &self,
+        tenant_id: &str,
+        status: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRecord>>;
+    /// Writes `a` if the stored version is still `expected` (the row gets `expected + 1`);
+    /// false when another writer got there first.
+    async fn update_approval(&self, a: &ApprovalRecord, expected: i64) -> Result<bool>;
+    /// Atomically marks the approved, unexpired approval with this token hash, tool and
+    /// args hash as `used` and returns it; None when there is none (wrong args, tool or
+    /// tenant, already used, expired).
+    async fn redeem_approval(
+        &self,
+        tenant_id: &str,
+        token_hash: &str,
+        tool: &str,
+        args_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<ApprovalRecord>>;
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -60,6 +60,14 @@ pub struct ApiKey {
     pub rotated_at: Option<i64>,
     #[serde(with = "rfc3339_ms::option")]
     pub last_used_at: Option<i64>,
+    /// Hash of the secret replaced by the last rotation, valid until `prev_valid_until`.
+    #[serde(skip)]
+    pub prev_secret_hash: Option<String>,
+    /// End of the rotation grace period in which the previous secret still works.
+    #[serde(with = "rfc3339_ms::option")]
+    pub prev_valid_until: Option<i64>,
+    /// Client networks (CIDR) the key may be used from; empty means any.
+    pub allowed_networks: Vec<String>,
 }
 
 impl ApiKey {
@@ -79,6 +87,8 @@ pub struct NewApiKey {
     pub scopes: Vec<String>,
     pub secret_hash: String,
     pub expires_at: Option<i64>,
+    /// Client networks (CIDR) the key may be used from; empty means any.
+    pub allowed_networks: Vec<String>,
 }
 
 /// The scope of the platform policy (tenant ids cannot start with '@').
@@ -180,6 +190,9 @@ mod tests {
             revoked_at: None,
             rotated_at: None,
             last_used_at: None,
+            prev_secret_hash: None,
+            prev_valid_until: None,
+            allowed_networks: vec![],
         };
         assert!(k.is_active(99));
         assert!(!k.is_active(100));

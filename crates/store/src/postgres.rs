@@ -154,6 +154,10 @@ fn key_from_row(r: &PgRow) -> Result<ApiKey> {
         revoked_at: r.try_get("revoked_at")?,
         rotated_at: r.try_get("rotated_at")?,
         last_used_at: r.try_get("last_used_at")?,
+        prev_secret_hash: r.try_get("prev_secret_hash")?,
+        prev_valid_until: r.try_get("prev_valid_until")?,
+        allowed_networks: serde_json::from_str(&r.try_get::<String, _>("allowed_networks")?)
+            .map_err(|e| StoreError::Corrupt(format!("allowed_networks: {e}")))?,
     })
 }
 
@@ -176,7 +180,9 @@ fn receipt_from_row(r: &PgRow) -> Result<Receipt> {
 const TENANT_COLS: &str = "id, name, plan, attributes::text AS attributes, created_at, updated_at";
 
 const KEY_COLS: &str = "id, tenant_id, name, role, user_id, scopes::text AS scopes, secret_hash, \
-                        created_at, expires_at, revoked_at, rotated_at, last_used_at";
+                        created_at, expires_at, revoked_at, rotated_at, last_used_at, \
+                        prev_secret_hash, prev_valid_until, \
+                        allowed_networks::text AS allowed_networks";
 
 fn check_name(name: &str) -> Result<()> {
     if name.trim().is_empty() || name.len() > 200 {
@@ -477,11 +483,13 @@ impl Store for PostgresStore {
         let now = crate::now_ms();
         let scopes = serde_json::to_string(&k.scopes)
             .map_err(|e| StoreError::Invalid(format!("scopes: {e}")))?;
+        let networks = serde_json::to_string(&k.allowed_networks)
+            .map_err(|e| StoreError::Invalid(format!("allowed_networks: {e}")))?;
         let mut tx = self.begin_tenant(&k.tenant_id).await?;
         sqlx::query(
             "INSERT INTO api_keys (id, tenant_id, name, role, user_id, scopes, secret_hash, \
-                                   created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6::json, $7, $8, $9)",
+                                   created_at, expires_at, allowed_networks) \
+             VALUES ($1, $2, $3, $4, $5, $6::json, $7, $8, $9, $10::json)",
         )
         .bind(&k.id)
         .bind(&k.tenant_id)
@@ -492,6 +500,7 @@ impl Store for PostgresStore {
         .bind(&k.secret_hash)
         .bind(now)
         .bind(k.expires_at)
+        .bind(networks)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -508,6 +517,9 @@ impl Store for PostgresStore {
             revoked_at: None,
             rotated_at: None,
             last_used_at: None,
+            prev_secret_hash: None,
+            prev_valid_until: None,
+            allowed_networks: k.allowed_networks,
         })
     }
 
@@ -536,15 +548,20 @@ impl Store for PostgresStore {
         rows.iter().map(key_from_row).collect()
     }
 
-    async fn rotate_key(
+    async fn rotate_key_with_grace(
         &self,
         tenant_id: &str,
         id: &str,
         new_hash: &str,
+        prev_valid_until: Option<i64>,
     ) -> Result<Option<ApiKey>> {
+        // With a grace period the current hash becomes the previous one; without, any
+        // previous hash is dropped so that a rotated-out secret stops working at once.
         let mut tx = self.begin_tenant(tenant_id).await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE api_keys SET secret_hash = $1, rotated_at = $2 \
+            "UPDATE api_keys SET \
+               prev_secret_hash = CASE WHEN $5::BIGINT IS NULL THEN NULL ELSE secret_hash END, \
+               prev_valid_until = $5, secret_hash = $1, rotated_at = $2 \
              WHERE tenant_id = $3 AND id = $4 AND revoked_at IS NULL \
              RETURNING {KEY_COLS}"
         )))
@@ -552,6 +569,7 @@ impl Store for PostgresStore {
         .bind(crate::now_ms())
         .bind(tenant_id)
         .bind(id)
+        .bind(prev_valid_until)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -1016,6 +1034,73 @@ impl Store for PostgresStore {
         .await?;
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    async fn put_alert(&self, alert: &crate::AlertRecord) -> Result<()> {
+        self.alerts_put(alert).await
+    }
+
+    async fn list_alerts(
+        &self,
+        tenant_id: &str,
+        q: &crate::AlertQuery,
+    ) -> Result<Vec<crate::AlertRecord>> {
+        self.alerts_list(tenant_id, q).await
+    }
+
+    async fn get_alert(&self, tenant_id: &str, id: &str) -> Result<Option<crate::AlertRecord>> {
+        self.alerts_get(tenant_id, id).await
+    }
+
+    async fn ack_alert(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        by: &str,
+        at_ms: i64,
+    ) -> Result<Option<crate::AlertRecord>> {
+        self.alerts_ack(tenant_id, id, by, at_ms).await
+    }
+
+    async fn set_alert_receipt(&self, tenant_id: &str, id: &str, receipt_id: &str) -> Result<()> {
+        self.alerts_set_receipt(tenant_id, id, receipt_id).await
+    }
+
+    async fn create_approval(&self, a: &crate::ApprovalRecord) -> Result<()> {
+        self.approvals_create(a).await
+    }
+
+    async fn get_approval(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<crate::ApprovalRecord>> {
+        self.approvals_get(tenant_id, id).await
+    }
+
+    async fn list_approvals(
+        &self,
+        tenant_id: &str,
+        status: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<crate::ApprovalRecord>> {
+        self.approvals_list(tenant_id, status, limit).await
+    }
+
+    async fn update_approval(&self, a: &crate::ApprovalRecord, expected: i64) -> Result<bool> {
+        self.approvals_update(a, expected).await
+    }
+
+    async fn redeem_approval(
+        &self,
+        tenant_id: &str,
+        token_hash: &str,
+        tool: &str,
+        args_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<crate::ApprovalRecord>> {
+        self.approvals_redeem(tenant_id, token_hash, tool, args_hash, now_ms)
+            .await
     }
 }
 

@@ -40,7 +40,47 @@ fn new_key(id: &str, tenant: &str) -> NewApiKey {
         scopes: vec!["messages".into()],
         secret_hash: "h".repeat(64),
         expires_at: None,
+        allowed_networks: vec![],
     }
+}
+
+async fn key_rotation_grace_and_networks(b: Backend) {
+    let s = b.store.clone();
+    s.create_tenant(new_tenant("a")).await.unwrap();
+    s.create_tenant(new_tenant("b")).await.unwrap();
+    let mut k = new_key("key_g", "a");
+    k.allowed_networks = vec!["10.0.0.0/8".into(), "2001:db8::/32".into()];
+    let created = s.create_key(k).await.unwrap();
+    assert_eq!(created.allowed_networks.len(), 2);
+    let got = s.get_key("key_g").await.unwrap().unwrap();
+    assert_eq!(got.allowed_networks, created.allowed_networks);
+    assert!(got.prev_secret_hash.is_none() && got.prev_valid_until.is_none());
+    // Another tenant cannot rotate it, with or without grace.
+    assert!(
+        s.rotate_key_with_grace("b", "key_g", "x", Some(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // With a grace period the old hash is kept until then.
+    let r = s
+        .rotate_key_with_grace("a", "key_g", &"n".repeat(64), Some(now_ms() + 60_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.secret_hash, "n".repeat(64));
+    assert_eq!(r.prev_secret_hash.as_deref(), Some("h".repeat(64).as_str()));
+    assert!(r.prev_valid_until.is_some());
+    let listed = s.list_keys("a").await.unwrap();
+    assert_eq!(listed[0].prev_secret_hash, r.prev_secret_hash);
+    // Without, the previous hash is dropped at once.
+    let r = s
+        .rotate_key("a", "key_g", &"m".repeat(64))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.secret_hash, "m".repeat(64));
+    assert!(r.prev_secret_hash.is_none() && r.prev_valid_until.is_none());
 }
 
 async fn tenants_crud(b: Backend) {
@@ -477,6 +517,115 @@ async fn receipt_listing_pages_and_filters(b: Backend) {
     );
 }
 
+fn alert(tenant: &str, id: &str, at: i64) -> AlertRecord {
+    let mut details = serde_json::Map::new();
+    details.insert("value".into(), "0.5".into());
+    AlertRecord {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        created_at: at,
+        dedup_key: format!("{tenant}|tenant|deny_rate|ewma"),
+        signal: "deny_rate".into(),
+        detector: "ewma".into(),
+        severity: "warning".into(),
+        subject: "tenant".into(),
+        message: "deny rate high".into(),
+        details,
+        receipt_id: None,
+        acked_at: None,
+        acked_by: None,
+    }
+}
+
+async fn alerts_are_tenant_scoped_paged_and_acked(b: Backend) {
+    let s = b.store.clone();
+    for t in ["acme", "globex"] {
+        s.create_tenant(new_tenant(t)).await.unwrap();
+    }
+    for i in 0..5 {
+        s.put_alert(&alert("acme", &format!("alr_a{i}"), 1000 + i))
+            .await
+            .unwrap();
+    }
+    s.put_alert(&alert("globex", "alr_g0", 1000)).await.unwrap();
+    assert!(matches!(
+        s.put_alert(&alert("acme", "alr_a0", 5)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Newest first, cursor pages, never another tenant's rows.
+    let q = AlertQuery {
+        limit: 2,
+        ..Default::default()
+    };
+    let p1 = s.list_alerts("acme", &q).await.unwrap();
+    assert_eq!(
+        p1.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["alr_a4", "alr_a3"]
+    );
+    let last = p1.last().unwrap();
+    let p2 = s
+        .list_alerts(
+            "acme",
+            &AlertQuery {
+                before: Some((last.created_at, last.id.clone())),
+                ..q.clone()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        p2.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["alr_a2", "alr_a1"]
+    );
+    let g = s
+        .list_alerts(
+            "globex",
+            &AlertQuery {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(g.len(), 1);
+    assert!(s.get_alert("acme", "alr_g0").await.unwrap().is_none());
+    assert!(
+        s.ack_alert("acme", "alr_g0", "k", 5)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Acknowledge: first one wins; the unacked filter hides it.
+    let a = s
+        .ack_alert("acme", "alr_a1", "key1", 7)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((a.acked_at, a.acked_by.as_deref()), (Some(7), Some("key1")));
+    let a = s
+        .ack_alert("acme", "alr_a1", "key2", 9)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.acked_by.as_deref(), Some("key1"));
+    let open = s
+        .list_alerts(
+            "acme",
+            &AlertQuery {
+                limit: 100,
+                unacked_only: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 4);
+    s.set_alert_receipt("acme", "alr_a2", "rcpt").await.unwrap();
+    let a = s.get_alert("acme", "alr_a2").await.unwrap().unwrap();
+    assert_eq!(a.receipt_id.as_deref(), Some("rcpt"));
+    assert_eq!(a.details.get("value").and_then(|v| v.as_str()), Some("0.5"));
+}
+
 /// Generates one `#[tokio::test]` per backend for each contract test.
 macro_rules! contract_suite {
     ($($name:ident),* $(,)?) => {
@@ -502,8 +651,98 @@ macro_rules! contract_suite {
     };
 }
 
+fn approval(tenant: &str, id: &str) -> palisade_store::ApprovalRecord {
+    palisade_store::ApprovalRecord {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        created_at: 1000,
+        expires_at: 10_000,
+        status: "pending".into(),
+        tool: "email.send".into(),
+        args_hash: "h1".into(),
+        requester_key_id: "k1".into(),
+        requester_user_id: Some("u1".into()),
+        token_hash: None,
+        version: 0,
+        body: serde_json::Map::new(),
+    }
+}
+
+async fn approvals_are_cas_single_use_and_tenant_scoped(b: Backend) {
+    let s = b.store.clone();
+    for t in ["acme", "globex"] {
+        s.create_tenant(new_tenant(t)).await.unwrap();
+    }
+    let a = approval("acme", "apr_1");
+    s.create_approval(&a).await.unwrap();
+    assert!(matches!(
+        s.create_approval(&a).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(s.get_approval("globex", "apr_1").await.unwrap().is_none());
+    assert_eq!(
+        s.list_approvals("acme", Some("pending"), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        s.list_approvals("globex", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Compare-and-set on version.
+    let mut approved = a.clone();
+    approved.status = "approved".into();
+    approved.token_hash = Some("tok".into());
+    assert!(s.update_approval(&approved, 0).await.unwrap());
+    assert!(!s.update_approval(&approved, 0).await.unwrap());
+    let got = s.get_approval("acme", "apr_1").await.unwrap().unwrap();
+    assert_eq!((got.status.as_str(), got.version), ("approved", 1));
+    // Redemption: wrong tenant, tool, args or expired → none; then exactly once.
+    assert!(
+        s.redeem_approval("globex", "tok", "email.send", "h1", 2000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.redeem_approval("acme", "tok", "other", "h1", 2000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.redeem_approval("acme", "tok", "email.send", "h2", 2000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.redeem_approval("acme", "tok", "email.send", "h1", 20_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let used = s
+        .redeem_approval("acme", "tok", "email.send", "h1", 2000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(used.status, "used");
+    assert!(
+        s.redeem_approval("acme", "tok", "email.send", "h1", 2000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 contract_suite!(
     tenants_crud,
+    key_rotation_grace_and_networks,
     key_lifecycle_is_tenant_scoped,
     data_keys_first_writer_wins_and_deletion_shreds,
     receipts_chain_per_tenant_and_are_isolated,
@@ -512,4 +751,6 @@ contract_suite!(
     purge_keeps_an_anchor_and_the_rest_verifies,
     policy_versions_and_activation,
     receipt_listing_pages_and_filters,
+    alerts_are_tenant_scoped_paged_and_acked,
+    approvals_are_cas_single_use_and_tenant_scoped,
 );

@@ -1,0 +1,305 @@
+//! Scale-out: three `palisade serve` processes sharing one PostgreSQL database behave as
+//! one gateway. Load is spread across them; a key revoked through one replica is refused by
+//! every replica within a second; one replica is killed with SIGKILL mid-load and no
+//! receipt whose response reached a client is lost; every tenant's chain verifies.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use palisade_mock::{MockConfig, MockServer};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::Mutex;
+
+const BIN: &str = env!("CARGO_BIN_EXE_palisade");
+const ADMIN: &str = "replica-test-admin-token-0123456789";
+const PLATFORM_KEY: &str = "sk-ant-replica-test";
+
+/// A fresh database on the test server, dropped at the end.
+struct Db {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Db {
+    async fn create() -> Option<Db> {
+        let Ok(base) = std::env::var("PALISADE_TEST_POSTGRES_URL") else {
+            if std::env::var("CI").is_ok() {
+                panic!("PALISADE_TEST_POSTGRES_URL must be set in CI");
+            }
+            eprintln!("SKIPPED: set PALISADE_TEST_POSTGRES_URL to run the multi-replica test");
+            return None;
+        };
+        let name = format!("palisade_rep_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let (prefix, _) = base.rsplit_once('/').unwrap();
+        Some(Db {
+            admin_url: base.clone(),
+            url: format!("{prefix}/{name}"),
+            name,
+        })
+    }
+
+    async fn drop_db(&self) {
+        if let Ok(mut conn) =
+            <sqlx::PgConnection as sqlx::Connection>::connect(&self.admin_url).await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}
+
+fn vars(db: &str, upstream: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("PALISADE_STORAGE_URL", db.to_string()),
+        ("PALISADE_SECRETS_MASTER_KEY", "22".repeat(32)),
+        ("PALISADE_AUDIT_CHECKPOINT_KEY", "33".repeat(32)),
+        ("PALISADE_ADMIN_TOKEN", ADMIN.into()),
+        ("PALISADE_ANTHROPIC_BASE_URL", upstream.to_string()),
+        ("ANTHROPIC_API_KEY", PLATFORM_KEY.into()),
+        ("PALISADE_LISTEN", "127.0.0.1:0".into()),
+        ("PALISADE_RETRY_MAX_RETRIES", "0".into()),
+        ("PALISADE_LOG_FORMAT", "json".into()),
+        ("PALISADE_LOG", "info".into()),
+    ]
+}
+
+async fn serve(db: &str, upstream: &str) -> (tokio::process::Child, String) {
+    let mut c = tokio::process::Command::new(BIN);
+    c.env_clear()
+        .arg("serve")
+        .envs(vars(db, upstream))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = c.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["fields"]["message"] == "palisade listening"
+            {
+                return v["fields"]["addr"].as_str().unwrap().to_string();
+            }
+        }
+        panic!("palisade serve exited before listening");
+    })
+    .await
+    .expect("gateway did not start");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://{addr}"))
+}
+
+async fn admin(http: &reqwest::Client, base: &str, path: &str, body: Value) -> Value {
+    let r = http
+        .post(format!("{base}{path}"))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert!(status.is_success(), "{path}: {status} {v}");
+    v
+}
+
+async fn call(http: &reqwest::Client, base: &str, key: &str) -> (u16, Option<String>) {
+    let r = http
+        .post(format!("{base}/v1/messages"))
+        .header("x-api-key", key)
+        .json(&json!({"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await;
+    match r {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let id = r
+                .headers()
+                .get("x-palisade-receipt-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            // The response must reach the client whole for its receipt id to count.
+            match r.bytes().await {
+                Ok(_) => (status, id),
+                Err(_) => (0, None),
+            }
+        }
+        Err(_) => (0, None),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_on_one_postgres_behave_as_one_gateway() {
+    let Some(db) = Db::create().await else { return };
+    let mock = MockServer::start(MockConfig {
+        required_api_key: Some(PLATFORM_KEY.into()),
+        record: false,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let upstream = mock.base_url();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(serve(&db.url, &upstream).await);
+    }
+    let bases: Vec<String> = replicas.iter().map(|(_, b)| b.clone()).collect();
+    let http = reqwest::Client::new();
+
+    // Tenants and keys through different replicas.
+    let mut keys = Vec::new();
+    for (i, t) in ["t-a", "t-b", "t-c"].iter().enumerate() {
+        admin(
+            &http,
+            &bases[i],
+            "/admin/v1/tenants",
+            json!({"id": t, "name": t}),
+        )
+        .await;
+        let k = admin(
+            &http,
+            &bases[(i + 1) % 3],
+            &format!("/admin/v1/tenants/{t}/keys"),
+            json!({}),
+        )
+        .await;
+        keys.push((
+            t.to_string(),
+            k["secret"].as_str().unwrap().to_string(),
+            k["id"].as_str().unwrap().to_string(),
+        ));
+    }
+
+    // Load spread across the replicas.
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let http = http.clone();
+        let base = bases[i % 3].clone();
+        let key = keys[i % 3].1.clone();
+        tasks.push(tokio::spawn(async move { call(&http, &base, &key).await }));
+    }
+    for t in tasks {
+        let (status, _) = t.await.unwrap();
+        assert_eq!(status, 200);
+    }
+
+    // A key revoked through replica 0 is refused by every replica within a second.
+    let (tenant, key, key_id) = keys[0].clone();
+    for b in &bases {
+        assert_eq!(call(&http, b, &key).await.0, 200);
+    }
+    let revoked_at = Instant::now();
+    admin(
+        &http,
+        &bases[0],
+        &format!("/admin/v1/tenants/{tenant}/keys/{key_id}/revoke"),
+        json!({}),
+    )
+    .await;
+    let mut refused_after = Vec::new();
+    for b in &bases {
+        loop {
+            if call(&http, b, &key).await.0 == 401 {
+                refused_after.push(revoked_at.elapsed());
+                break;
+            }
+            assert!(
+                revoked_at.elapsed() < Duration::from_secs(5),
+                "replica {b} still accepts a revoked key"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    eprintln!("revocation seen by the replicas after {refused_after:?}");
+    let slowest = refused_after.iter().max().unwrap();
+    assert!(
+        *slowest <= Duration::from_millis(1250),
+        "revocation took {slowest:?} to reach every replica"
+    );
+
+    // SIGKILL one replica mid-load; every receipt id a client received must be stored.
+    let received = Arc::new(Mutex::new(HashSet::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..12 {
+        let http = http.clone();
+        let bases = bases.clone();
+        let key = keys[1 + w % 2].1.clone();
+        let received = received.clone();
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let mut n = w;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (status, id) = call(&http, &bases[n % 3], &key).await;
+                if status == 200 {
+                    received.lock().await.insert(id.unwrap());
+                }
+                n += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    replicas[2].0.start_kill().unwrap();
+    let _ = replicas[2].0.wait().await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let received = received.lock().await.clone();
+    assert!(received.len() > 20, "load ran: {}", received.len());
+
+    // Every received receipt is in the store, and every chain verifies.
+    let store = palisade_store::open(&db.url).await.unwrap();
+    for (t, _, _) in &keys {
+        let chain = store.chain(t, 1, 1_000_000).await.unwrap();
+        let ids: HashSet<String> = chain.iter().map(|r| r.id.clone()).collect();
+        let report = palisade_audit::verify_chain(t, &chain, None);
+        assert!(report.ok, "{t}: {:?}", report.problems);
+        for id in received.iter() {
+            if let Some(r) = store.get_receipt(t, id).await.unwrap() {
+                assert!(ids.contains(&r.id));
+            }
+        }
+    }
+    let mut missing = 0;
+    for id in received.iter() {
+        let mut found = false;
+        for (t, _, _) in &keys {
+            if store.get_receipt(t, id).await.unwrap().is_some() {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            missing += 1;
+        }
+    }
+    assert_eq!(
+        missing, 0,
+        "{missing} receipts of delivered responses are missing"
+    );
+
+    for (mut child, _) in replicas {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    drop(store);
+    db.drop_db().await;
+}

@@ -1,0 +1,5 @@
+-- Key rotation with a grace period: the previous secret's hash stays valid until
+-- prev_valid_until (unix ms). Per-key allowed networks (JSON list of CIDRs; empty = any).
+ALTER TABLE api_keys ADD COLUMN prev_secret_hash TEXT;
+ALTER TABLE api_keys ADD COLUMN prev_valid_until INTEGER;
+ALTER TABLE api_keys ADD COLUMN allowed_networks TEXT NOT NULL DEFAULT '[]';

@@ -626,43 +626,56 @@ async fn unary_call(
         );
         resp
     } else {
-        // Upstream refusal: keep its status and Anthropic error body, add our reason and
-        // receipt so the client can correlate.
-        draft.decision = "upstream_error".into();
-        let mut body = match parsed {
-            Some(v) if v.get("type").and_then(Value::as_str) == Some("error") => v,
-            _ => ApiError::new(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                "upstream_error",
-                format!("the upstream answered {status}"),
-            )
-            .body(),
-        };
-        draft.reason_code = body
-            .pointer("/error/type")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let receipt_id = match commit_draft(&state, &principal, draft).await {
-            Ok(id) => id,
-            Err(e) => return e.into_response(),
-        };
-        if let Some(err) = body.get_mut("error").and_then(Value::as_object_mut) {
-            err.insert("palisade_reason".into(), Value::from("upstream_error"));
-            err.insert("receipt_id".into(), Value::from(receipt_id.clone()));
-        }
-        let mut resp = Response::new(Body::from(body.to_string()));
-        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-        finish_headers(
-            resp.headers_mut(),
-            &resp_headers,
-            &receipt_id,
-            "application/json",
-        );
-        if let Some(ra) = resp_headers.get("retry-after") {
-            resp.headers_mut().insert("retry-after", ra.clone());
-        }
-        resp
+        upstream_refusal(&state, &principal, draft, status, parsed, &resp_headers).await
     }
+}
+
+/// An upstream refusal, plain or before a stream starts: its status and Anthropic error
+/// body are kept, with Palisade's reason and the receipt id added so the client can
+/// correlate.
+async fn upstream_refusal(
+    state: &AppState,
+    principal: &Principal,
+    mut draft: Draft,
+    status: u16,
+    parsed: Option<Value>,
+    resp_headers: &reqwest::header::HeaderMap,
+) -> Response {
+    draft.decision = "upstream_error".into();
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut body = match parsed {
+        Some(v) if v.get("type").and_then(Value::as_str) == Some("error") => v,
+        _ => ApiError::new(
+            status,
+            "upstream_error",
+            format!("the upstream answered {}", status.as_u16()),
+        )
+        .body(),
+    };
+    draft.reason_code = body
+        .pointer("/error/type")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let receipt_id = match commit_draft(state, principal, draft).await {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(err) = body.get_mut("error").and_then(Value::as_object_mut) {
+        err.insert("palisade_reason".into(), Value::from("upstream_error"));
+        err.insert("receipt_id".into(), Value::from(receipt_id.clone()));
+    }
+    let mut resp = Response::new(Body::from(body.to_string()));
+    *resp.status_mut() = status;
+    finish_headers(
+        resp.headers_mut(),
+        resp_headers,
+        &receipt_id,
+        "application/json",
+    );
+    if let Some(ra) = resp_headers.get("retry-after") {
+        resp.headers_mut().insert("retry-after", ra.clone());
+    }
+    resp
 }
 
 fn header_str(h: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
@@ -782,41 +795,9 @@ async fn stream_call(
                 return refuse(&state, &principal, draft, timeout_error("body"), started).await;
             }
         };
-        let mut body = match serde_json::from_slice::<Value>(&bytes) {
-            Ok(v) if v.get("type").and_then(Value::as_str) == Some("error") => v,
-            _ => ApiError::new(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                "upstream_error",
-                format!("the upstream answered {status}"),
-            )
-            .body(),
-        };
-        draft.decision = "upstream_error".into();
-        draft.reason_code = body
-            .pointer("/error/type")
-            .and_then(Value::as_str)
-            .map(str::to_string);
         draft.latency_ms = started.elapsed().as_millis() as u64;
-        let receipt_id = match commit_draft(&state, &principal, draft).await {
-            Ok(id) => id,
-            Err(e) => return e.into_response(),
-        };
-        if let Some(err) = body.get_mut("error").and_then(Value::as_object_mut) {
-            err.insert("palisade_reason".into(), Value::from("upstream_error"));
-            err.insert("receipt_id".into(), Value::from(receipt_id.clone()));
-        }
-        let mut out = Response::new(Body::from(body.to_string()));
-        *out.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-        finish_headers(
-            out.headers_mut(),
-            &resp_headers,
-            &receipt_id,
-            "application/json",
-        );
-        if let Some(ra) = resp_headers.get("retry-after") {
-            out.headers_mut().insert("retry-after", ra.clone());
-        }
-        return out;
+        let parsed = serde_json::from_slice::<Value>(&bytes).ok();
+        return upstream_refusal(&state, &principal, draft, status, parsed, &resp_headers).await;
     }
     let output = match state
         .tenant_keys

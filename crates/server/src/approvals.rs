@@ -174,6 +174,49 @@ pub async fn on_guard(
     Ok((decision, Some(json!({"id": a.id, "status": "pending"}))))
 }
 
+/// What happened to a `require_approval` call the model made inside `/v1/messages`.
+pub enum MessageCall {
+    /// The caller's approval token covered exactly this call; it is now used up.
+    Redeemed(Decision),
+    /// A pending approval was opened; the call is withheld until a human decides.
+    Pending(Decision, String),
+}
+
+/// `/v1/messages` hook for a `require_approval` tool_use: redeems `token` if it covers
+/// this tool and these args (single use), otherwise opens a pending approval. Unlike
+/// `/v1/guard/tool`, a token for some other call does not deny this one: the model may
+/// emit several calls in one turn and the token fits at most one of them.
+pub async fn on_message_call(
+    state: &AppState,
+    p: &Principal,
+    ctx: &EvalContext,
+    mut decision: Decision,
+    token: Option<&str>,
+) -> Result<MessageCall, ApiError> {
+    if let Some(token) = token {
+        let hash = palisade_audit::sha256_hex(token.as_bytes());
+        let used = state
+            .store
+            .redeem_approval(
+                p.tenant_id(),
+                &hash,
+                &ctx.tool,
+                &args_hash(&ctx.args)?,
+                now_ms(),
+            )
+            .await?;
+        if let Some(a) = used {
+            receipt(state, p, "approval_redeemed", &a, json!({})).await?;
+            decision.verdict = Verdict::Allow;
+            decision.rule_id = Some(format!("approval:{}", a.id));
+            decision.reason = Some("approved by a human (single use)".into());
+            return Ok(MessageCall::Redeemed(decision));
+        }
+    }
+    let a = create(state, p, ctx, &decision).await?;
+    Ok(MessageCall::Pending(decision, a.id))
+}
+
 /// The view of an approval for a caller; the token only for its requester.
 async fn view(state: &AppState, p: &Principal, a: &ApprovalRecord) -> Result<Value, ApiError> {
     let mut v = serde_json::to_value(a).map_err(|e| ApiError::internal(e.to_string()))?;

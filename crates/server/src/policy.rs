@@ -179,8 +179,9 @@ pub fn tool_decision(tool: &str, d: &Decision, direction: ToolDirection) -> Tool
     }
 }
 
-/// The sentence a client sees when a tool call is withheld.
-pub fn denial_text(tool: &str, d: &Decision, receipt_id: &str) -> String {
+/// The sentence a client sees when a tool call is withheld. A call waiting for approval
+/// names the approval and how to wait for it, so an agent can resume on its own.
+pub fn denial_text(tool: &str, d: &Decision, receipt_id: &str, approval: Option<&str>) -> String {
     let what = match d.verdict {
         Verdict::RequireApproval => "requires approval and was not executed",
         _ => "was denied by policy and was not executed",
@@ -190,7 +191,14 @@ pub fn denial_text(tool: &str, d: &Decision, receipt_id: &str) -> String {
         .as_deref()
         .map(|r| format!(": {r}"))
         .unwrap_or_default();
-    format!("[Palisade] The tool call `{tool}` {what}{reason} (receipt {receipt_id}).")
+    match approval {
+        Some(id) => format!(
+            "[Palisade] The tool call `{tool}` {what}{reason} (approval {id}, receipt {receipt_id}). \
+             Wait for a decision with GET /v1/approvals/{id}?wait=30s; once approved, repeat the \
+             request with the header x-palisade-approval-token."
+        ),
+        None => format!("[Palisade] The tool call `{tool}` {what}{reason} (receipt {receipt_id})."),
+    }
 }
 
 #[derive(Deserialize)]

@@ -168,6 +168,11 @@ async fn handle(
         layers,
         receipt_id: draft.id.clone(),
         refuse: state.config.policy.withheld_tool_use == "refuse",
+        approvals: Some(crate::tools::ApprovalHook {
+            state: state.clone(),
+            principal: principal.clone(),
+            token: std::sync::Mutex::new(approval_token(&headers)),
+        }),
     };
     // The digest covers the prompt as the client sent it.
     match state
@@ -362,6 +367,17 @@ pub fn check_json_depth(body: &[u8], max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Header carrying the single-use token of an approved tool call (see `approvals.rs`).
+pub const APPROVAL_TOKEN_HEADER: &str = "x-palisade-approval-token";
+
+fn approval_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(APPROVAL_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| !t.is_empty() && t.len() <= 256)
+        .map(str::to_string)
+}
+
 fn upstream_headers(state: &AppState, client: &HeaderMap) -> reqwest::header::HeaderMap {
     let mut h = reqwest::header::HeaderMap::new();
     h.insert("content-type", HeaderValue::from_static("application/json"));
@@ -547,7 +563,7 @@ async fn unary_call(
         let mut bytes = bytes;
         if let Some(gate) = &gate {
             let mut log = GateLog::default();
-            let changed = gate.filter_message(&mut v, &mut log);
+            let changed = gate.filter_message(&mut v, &mut log).await;
             let withheld = log.withheld;
             let deciding = log.deciding.clone();
             draft.policy = None;
@@ -556,10 +572,15 @@ async fn unary_call(
                 draft.decision = "tool_withheld".into();
                 if gate.refuse {
                     let d = deciding.unwrap_or_else(|| gate.decide("", &Value::Null));
+                    let pending = draft
+                        .approvals
+                        .first()
+                        .map(|id| format!(" (approval {id} opened)"))
+                        .unwrap_or_default();
                     let err = ApiError::forbidden(
                         "tool_denied",
                         format!(
-                            "the response contained a tool call that policy does not allow: {}",
+                            "the response contained a tool call that policy does not allow: {}{pending}",
                             d.reason.unwrap_or_else(|| "denied".into())
                         ),
                     );
@@ -981,7 +1002,7 @@ async fn pump(
                     pre.push(raw);
                     pre
                 }
-                Some(g) => match g.push(&ev.event, &ev.data, raw, content.as_mut()) {
+                Some(g) => match g.push(&ev.event, &ev.data, raw, content.as_mut()).await {
                     GateOutput::Release(out) => {
                         pre.extend(out);
                         pre

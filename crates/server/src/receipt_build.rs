@@ -31,6 +31,8 @@ pub struct Draft {
     pub tools: Vec<palisade_audit::ToolDecision>,
     pub policy: Option<palisade_audit::PolicyRef>,
     pub findings: Vec<palisade_audit::Finding>,
+    /// Approvals opened for withheld tool calls.
+    pub approvals: Vec<String>,
     /// Rate-limit reservations, settled at commit (`limits::settle`).
     pub limits: crate::limits::Pending,
 }
@@ -61,6 +63,7 @@ impl Draft {
             tools: Vec::new(),
             policy: None,
             findings: Vec::new(),
+            approvals: Vec::new(),
             limits: Default::default(),
         }
     }
@@ -70,6 +73,7 @@ impl Draft {
     pub fn record_gate(&mut self, layers: &crate::policy::Layers, log: crate::tools::GateLog) {
         self.policy = Some(layers.reference(log.deciding.as_ref()));
         self.tools.extend(log.tools);
+        self.approvals.extend(log.approvals);
     }
 
     /// Content findings (counts per detector and action, never values).
@@ -157,6 +161,9 @@ impl Draft {
         }
         if self.retries > 0 {
             details.insert("retries".into(), Value::from(self.retries));
+        }
+        if !self.approvals.is_empty() {
+            details.insert("approvals".into(), Value::from(self.approvals));
         }
         r.details = Value::Object(details);
         r

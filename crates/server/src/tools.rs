@@ -3,9 +3,12 @@
 //! withheld call reaches the client only as text it cannot execute. Streams hold a
 //! `tool_use` block until its input is complete, then release or replace it.
 
+use crate::approvals::MessageCall;
+use crate::auth::Principal;
 use crate::content::StreamContent;
 use crate::policy::{Layers, denial_text, tool_decision};
 use crate::sse::encode;
+use crate::state::AppState;
 use bytes::Bytes;
 use palisade_audit::{ToolDecision, ToolDirection};
 use palisade_policy::{Decision, EvalContext, Verdict};
@@ -19,6 +22,16 @@ pub struct ToolGate {
     pub receipt_id: String,
     /// Refuse the whole response instead of replacing a withheld block.
     pub refuse: bool,
+    /// Opens approvals for `require_approval` calls (absent: they are withheld like denials).
+    pub approvals: Option<ApprovalHook>,
+}
+
+/// What the gate needs to open and redeem approvals from inside `/v1/messages`.
+pub struct ApprovalHook {
+    pub state: AppState,
+    pub principal: Principal,
+    /// `x-palisade-approval-token`: lets the one approved call through, once.
+    pub token: std::sync::Mutex<Option<String>>,
 }
 
 /// What the gate did, for the receipt.
@@ -28,11 +41,14 @@ pub struct GateLog {
     /// The first withheld call's decision (it names the deciding rule in the receipt).
     pub deciding: Option<Decision>,
     pub withheld: usize,
+    /// Approvals opened for withheld calls, in order.
+    pub approvals: Vec<String>,
 }
 
 impl GateLog {
-    fn note(&mut self, tool: &str, d: Decision, dir: ToolDirection) {
+    fn note(&mut self, tool: &str, d: Decision, dir: ToolDirection, approval: Option<String>) {
         self.tools.push(tool_decision(tool, &d, dir));
+        self.approvals.extend(approval);
         if d.verdict != Verdict::Allow {
             self.withheld += usize::from(dir == ToolDirection::Called);
             if self.deciding.is_none() {
@@ -51,6 +67,47 @@ impl ToolGate {
         ctx.tool = tool.to_string();
         ctx.args = args.clone();
         self.layers.evaluate(&ctx)
+    }
+
+    /// Decides a call the model made. A `require_approval` verdict either redeems the
+    /// caller's approval token (when it covers exactly this call) or opens a pending
+    /// approval whose id is returned. Failing to record the approval withholds the call.
+    async fn decide_call(&self, tool: &str, args: &Value) -> (Decision, Option<String>) {
+        let mut ctx = self.ctx.clone();
+        ctx.tool = tool.to_string();
+        ctx.args = args.clone();
+        let mut d = self.layers.evaluate(&ctx);
+        let Some(hook) = self
+            .approvals
+            .as_ref()
+            .filter(|_| d.verdict == Verdict::RequireApproval)
+        else {
+            return (d, None);
+        };
+        let token = hook.token.lock().ok().and_then(|mut t| t.take());
+        match crate::approvals::on_message_call(
+            &hook.state,
+            &hook.principal,
+            &ctx,
+            d.clone(),
+            token.as_deref(),
+        )
+        .await
+        {
+            Ok(MessageCall::Redeemed(d)) => (d, None),
+            Ok(MessageCall::Pending(d, id)) => {
+                // The token fitted no call yet: a later call in this turn may use it.
+                if let (Some(t), Ok(mut slot)) = (token, hook.token.lock()) {
+                    *slot = Some(t);
+                }
+                (d, Some(id))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.message, "could not open an approval; the call stays withheld");
+                d.reason = Some("an approval could not be recorded; try again".into());
+                (d, None)
+            }
+        }
     }
 
     /// Removes from `body.tools` the tools this caller may never run; also drops a
@@ -111,7 +168,7 @@ impl ToolGate {
 
     /// Decides every `tool_use` block of a complete (non-streamed) message. Withheld
     /// blocks become text. Returns true if the message changed.
-    pub fn filter_message(&self, msg: &mut Value, log: &mut GateLog) -> bool {
+    pub async fn filter_message(&self, msg: &mut Value, log: &mut GateLog) -> bool {
         let Some(blocks) = msg.get_mut("content").and_then(Value::as_array_mut) else {
             return false;
         };
@@ -127,14 +184,15 @@ impl ToolGate {
                 .unwrap_or("")
                 .to_string();
             let input = block.get("input").cloned().unwrap_or(Value::Null);
-            let d = self.decide(&name, &input);
+            let (d, approval) = self.decide_call(&name, &input).await;
             if d.verdict == Verdict::Allow {
                 remaining_calls += 1;
             } else {
-                *block = json!({"type": "text", "text": denial_text(&name, &d, &self.receipt_id)});
+                let text = denial_text(&name, &d, &self.receipt_id, approval.as_deref());
+                *block = json!({"type": "text", "text": text});
                 changed = true;
             }
-            log.note(&name, d, ToolDirection::Called);
+            log.note(&name, d, ToolDirection::Called, approval);
         }
         if changed
             && remaining_calls == 0
@@ -231,7 +289,7 @@ impl StreamGate {
         (self.gate.layers, self.log)
     }
 
-    pub fn push(
+    pub async fn push(
         &mut self,
         name: &str,
         data: &str,
@@ -281,7 +339,7 @@ impl StreamGate {
                 }
                 held.raw.push(raw);
                 let held = self.held.take();
-                self.decide_held(held, content)
+                self.decide_held(held, content).await
             }
             "message_delta" => {
                 if self.log.withheld > 0 && self.allowed_calls == 0 {
@@ -297,7 +355,7 @@ impl StreamGate {
         }
     }
 
-    fn decide_held(
+    async fn decide_held(
         &mut self,
         held: Option<Held>,
         content: Option<&mut StreamContent>,
@@ -316,7 +374,7 @@ impl StreamGate {
                 Err(_) => return self.withhold(Some(held), "tool input is not valid JSON"),
             }
         };
-        let d = self.gate.decide(&held.name, &input);
+        let (d, approval) = self.gate.decide_call(&held.name, &input).await;
         if d.verdict == Verdict::Allow {
             // The allowed call's input still passes the output content rules.
             let rewritten = match content {
@@ -332,21 +390,20 @@ impl StreamGate {
                 },
             };
             self.allowed_calls += 1;
-            self.log.note(&held.name, d, ToolDirection::Called);
+            self.log.note(&held.name, d, ToolDirection::Called, None);
             if !rewritten {
                 return GateOutput::Release(held.raw);
             }
             return GateOutput::Release(reissue(&held, &input));
         }
         let name = held.name.clone();
-        self.log.note(&name, d.clone(), ToolDirection::Called);
+        let text = denial_text(&name, &d, &self.gate.receipt_id, approval.as_deref());
+        self.log
+            .note(&name, d.clone(), ToolDirection::Called, approval);
         if self.gate.refuse {
             return GateOutput::Refuse(d, name);
         }
-        GateOutput::Release(replacement(
-            held.index,
-            &denial_text(&name, &d, &self.gate.receipt_id),
-        ))
+        GateOutput::Release(replacement(held.index, &text))
     }
 
     fn withhold(&mut self, held: Option<Held>, why: &str) -> GateOutput {
@@ -360,13 +417,14 @@ impl StreamGate {
             reason: Some(why.to_string()),
             trace: Vec::new(),
         };
-        self.log.note(&held.name, d.clone(), ToolDirection::Called);
+        self.log
+            .note(&held.name, d.clone(), ToolDirection::Called, None);
         if self.gate.refuse {
             return GateOutput::Refuse(d, held.name);
         }
         GateOutput::Release(replacement(
             held.index,
-            &denial_text(&held.name, &d, &self.gate.receipt_id),
+            &denial_text(&held.name, &d, &self.gate.receipt_id, None),
         ))
     }
 
@@ -381,7 +439,7 @@ impl StreamGate {
                     reason: Some("the stream ended before the tool input was complete".into()),
                     trace: Vec::new(),
                 };
-                self.log.note(&h.name, d, ToolDirection::Called);
+                self.log.note(&h.name, d, ToolDirection::Called, None);
                 Vec::new()
             }
             None => Vec::new(),

@@ -244,3 +244,106 @@ async fn long_poll_returns_when_decided_and_list_is_tenant_scoped() {
     let (s, _) = h.get(&format!("/v1/approvals/{id}"), &other).await;
     assert_eq!(s, 404);
 }
+
+/// Sends `body` to /v1/messages with an optional approval token; returns the response text.
+async fn message_with_token(h: &Harness, key: &str, body: &Value, token: Option<&str>) -> String {
+    let mut r = h
+        .http
+        .post(h.url("/v1/messages"))
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .json(body);
+    if let Some(t) = token {
+        r = r.header("x-palisade-approval-token", t);
+    }
+    let r = r.send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.text().await.unwrap()
+}
+
+/// The approval id named in a withheld call's text.
+fn approval_id(text: &str) -> String {
+    let at = text.find("apr_").expect("an approval id in the text");
+    text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// The whole `/v1/messages` round trip, plain and streamed: a tool_use that needs approval
+/// is withheld with an approval id; the requester waits, the approver approves, the same
+/// request with the token releases exactly that call once; a replay is withheld again.
+#[tokio::test]
+async fn messages_tool_use_needing_approval_is_withheld_then_released_once() {
+    let h = Harness::start().await;
+    let (req, appr) = tenant(&h, "acme", json!({})).await;
+    for stream in [false, true] {
+        let prompt = r#"[[mock:tool_use=email.send:{"to":"x@acme.com","body":"hi"}]] go"#;
+        let body = if stream {
+            common::stream_chat(prompt)
+        } else {
+            common::chat(prompt)
+        };
+        let text = message_with_token(&h, &req, &body, None).await;
+        assert!(!text.contains(r#""type":"tool_use""#), "{text}");
+        assert!(text.contains("requires approval"), "{text}");
+        let id = approval_id(&text);
+        let (s, v) = h.get(&format!("/v1/approvals/{id}"), &req).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["status"], "pending");
+        assert_eq!(v["tool"], "email.send");
+        // The requester long-polls while the approver decides.
+        let waiter = {
+            let http = h.http.clone();
+            let url = h.url(&format!("/v1/approvals/{id}?wait=10s"));
+            let req = req.clone();
+            tokio::spawn(async move {
+                let r = http.get(url).header("x-api-key", req).send().await.unwrap();
+                r.json::<Value>().await.unwrap()
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let (s, v) = post(&h, &format!("/v1/approvals/{id}/approve"), &appr, json!({})).await;
+        assert_eq!(s, 200, "{v}");
+        let v = waiter.await.unwrap();
+        assert_eq!(v["status"], "approved", "{v}");
+        let token = v["approval_token"].as_str().unwrap().to_string();
+        // With the token, the same call is released as a real tool_use.
+        let text = message_with_token(&h, &req, &body, Some(&token)).await;
+        assert!(
+            text.contains(r#""type":"tool_use""#),
+            "stream={stream}: {text}"
+        );
+        assert!(text.contains(r#""name":"email.send""#), "{text}");
+        // Used up: a replay opens a new approval instead.
+        let text = message_with_token(&h, &req, &body, Some(&token)).await;
+        assert!(!text.contains(r#""type":"tool_use""#), "{text}");
+        assert_ne!(approval_id(&text), id);
+        // A token for other args does not release this call.
+        let other = if stream {
+            common::stream_chat(
+                r#"[[mock:tool_use=email.send:{"to":"evil@x.com","body":"hi"}]] go"#,
+            )
+        } else {
+            common::chat(r#"[[mock:tool_use=email.send:{"to":"evil@x.com","body":"hi"}]] go"#)
+        };
+        let (_, token2) =
+            approved(&h, &req, &appr, json!({"to": "x@acme.com", "body": "hi"})).await;
+        let text = message_with_token(&h, &req, &other, Some(&token2)).await;
+        assert!(!text.contains(r#""type":"tool_use""#), "{text}");
+    }
+    // The message receipts name the approvals they opened and the redemption.
+    let receipts = h.receipts(&appr).await;
+    assert!(
+        receipts
+            .iter()
+            .any(|r| r["kind"] == "message" && r["details"]["approvals"].is_array()),
+        "a message receipt lists its approvals"
+    );
+    assert!(receipts.iter().any(|r| r["kind"] == "message"
+        && r["tools"].as_array().is_some_and(|t| t.iter().any(|t| {
+            t["rule_id"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("approval:"))
+        }))));
+}

@@ -7,9 +7,10 @@
 //! (decisions, finding entities) are capped too. So the series count has a fixed upper
 //! bound whatever the traffic (`tests/sentinel.rs` drives 10,000 tenants through it).
 //!
-//! Latency: receipts carry the whole call's `latency_ms`. Upstream time is not recorded
-//! in receipts yet; when a receipt's `details.upstream_ms` is present, it is observed as
-//! `phase="upstream"` and the rest as `phase="gateway"`, otherwise only `phase="total"`.
+//! Latency: receipts carry the whole call's `latency_ms`, and calls that reached the
+//! upstream carry `details.upstream_us` (time spent waiting on it) and `details.gateway_us`
+//! (the rest: Palisade's own overhead). Those are observed as `phase="upstream"` and
+//! `phase="gateway"`; calls that never reached the upstream as `phase="total"`.
 
 use palisade_audit::{Receipt, ReceiptKind};
 use prometheus_client::encoding::text::encode;
@@ -89,7 +90,8 @@ type HistFamily = Family<Labels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
     // 5 ms .. ~82 s.
-    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+    // 100 µs to about 52 s: gateway overhead lives in the lowest buckets.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
 }
 
 pub struct Metrics {
@@ -299,17 +301,17 @@ impl Metrics {
         }
         if let Some(ms) = r.latency_ms {
             let total = ms as f64 / 1000.0;
-            match r.details.get("upstream_ms").and_then(|v| v.as_u64()) {
-                Some(up) => {
-                    let up = up.min(ms);
+            let us = |k: &str| r.details.get(k).and_then(|v| v.as_u64());
+            match (us("upstream_us"), us("gateway_us")) {
+                (Some(up), Some(gw)) => {
                     self.latency
                         .get_or_create(&l(&[("tenant", t), ("phase", "upstream")]))
-                        .observe(up as f64 / 1000.0);
+                        .observe(up as f64 / 1e6);
                     self.latency
                         .get_or_create(&l(&[("tenant", t), ("phase", "gateway")]))
-                        .observe((ms - up) as f64 / 1000.0);
+                        .observe(gw as f64 / 1e6);
                 }
-                None => {
+                _ => {
                     self.latency
                         .get_or_create(&l(&[("tenant", t), ("phase", "total")]))
                         .observe(total);

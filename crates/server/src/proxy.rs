@@ -481,6 +481,7 @@ async fn unary_call(
     let deadline = tokio::time::Instant::now() + state.config.timeouts.total();
     let max_retries = state.config.retry.max_retries;
     let mut attempt = 0u32;
+    let waiting = Instant::now();
     let (status, resp_headers, bytes) = loop {
         let send = tokio::time::timeout_at(
             deadline,
@@ -543,10 +544,11 @@ async fn unary_call(
             }
         }
     };
+    draft.upstream_wait(waiting);
     draft.retries = attempt;
     draft.upstream_status = Some(status);
     draft.upstream_request_id = header_str(&resp_headers, "request-id");
-    draft.latency_ms = started.elapsed().as_millis() as u64;
+    draft.finish(started);
     let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
     if (200..300).contains(&status) {
         let Some(v) = parsed else {
@@ -633,6 +635,8 @@ async fn unary_call(
             }
             Err(e) => return e.into_response(),
         }
+        // The clock stops after the output guard, which is gateway time too.
+        draft.finish(started);
         let receipt_id = match commit_draft(&state, &principal, draft).await {
             Ok(id) => id,
             Err(e) => return e.into_response(),
@@ -755,7 +759,7 @@ async fn refuse(
         };
     }
     draft.reason_code = Some(err.reason.to_string());
-    draft.latency_ms = started.elapsed().as_millis() as u64;
+    draft.finish(started);
     match commit_draft(state, principal, draft).await {
         Ok(id) => err.with_receipt(Some(id)).into_response(),
         Err(e) => e.into_response(),
@@ -775,7 +779,10 @@ async fn stream_call(
         state.config.timeouts.first_byte(),
         upstream.send(&state).send(),
     );
-    let resp = match send.await {
+    let waiting = Instant::now();
+    let sent = send.await;
+    draft.upstream_wait(waiting);
+    let resp = match sent {
         Err(_) => {
             return refuse(
                 &state,
@@ -816,7 +823,7 @@ async fn stream_call(
                 return refuse(&state, &principal, draft, timeout_error("body"), started).await;
             }
         };
-        draft.latency_ms = started.elapsed().as_millis() as u64;
+        draft.finish(started);
         let parsed = serde_json::from_slice::<Value>(&bytes).ok();
         return upstream_refusal(&state, &principal, draft, status, parsed, &resp_headers).await;
     }
@@ -900,7 +907,9 @@ async fn pump(
     let idle = state.config.timeouts.idle();
     draft.decision = "allow".into();
     let failure: Option<ApiError> = 'relay: loop {
+        let waiting = Instant::now();
         let next = tokio::time::timeout(idle, upstream.next()).await;
+        draft.upstream_wait(waiting);
         let chunk = match next {
             Err(_) => break 'relay Some(timeout_error("idle between stream events")),
             Ok(None) => {
@@ -949,7 +958,7 @@ async fn pump(
                                 .and_then(Value::as_str)
                                 .map(str::to_string)
                         });
-                    draft.latency_ms = started.elapsed().as_millis() as u64;
+                    draft.finish(started);
                     draft.output_hmac = Some(output.finish());
                     let _ = commit_draft(&state, &principal, draft).await;
                     let _ = tx.send(Ok(ev.raw)).await;
@@ -958,7 +967,7 @@ async fn pump(
                 "message_stop" => {
                     settle_gate(&mut gate, &mut draft);
                     settle_content(&mut content, &mut draft);
-                    draft.latency_ms = started.elapsed().as_millis() as u64;
+                    draft.finish(started);
                     draft.output_hmac = Some(output.finish());
                     match commit_draft(&state, &principal, draft).await {
                         Ok(_) => {
@@ -988,7 +997,7 @@ async fn pump(
                         settle_content(&mut content, &mut draft);
                         draft.decision = "block".into();
                         draft.reason_code = Some("content_blocked".into());
-                        draft.latency_ms = started.elapsed().as_millis() as u64;
+                        draft.finish(started);
                         draft.output_hmac = Some(output.finish());
                         let id = commit_draft(&state, &principal, draft).await.ok();
                         let err = crate::content::blocked_error(&[what]).with_receipt(id);
@@ -1011,7 +1020,7 @@ async fn pump(
                         settle_gate(&mut gate, &mut draft);
                         draft.decision = "tool_withheld".into();
                         draft.reason_code = Some("tool_denied".into());
-                        draft.latency_ms = started.elapsed().as_millis() as u64;
+                        draft.finish(started);
                         draft.output_hmac = Some(output.finish());
                         let id = commit_draft(&state, &principal, draft).await.ok();
                         let err = ApiError::forbidden(
@@ -1033,7 +1042,7 @@ async fn pump(
                     settle_content(&mut content, &mut draft);
                     draft.decision = "client_closed".into();
                     draft.reason_code = Some("client_disconnected".into());
-                    draft.latency_ms = started.elapsed().as_millis() as u64;
+                    draft.finish(started);
                     draft.output_hmac = Some(output.finish());
                     let _ = commit_draft(&state, &principal, draft).await;
                     return;
@@ -1046,7 +1055,7 @@ async fn pump(
         settle_content(&mut content, &mut draft);
         draft.decision = "upstream_error".into();
         draft.reason_code = Some(err.reason.to_string());
-        draft.latency_ms = started.elapsed().as_millis() as u64;
+        draft.finish(started);
         draft.output_hmac = Some(output.finish());
         let id = commit_draft(&state, &principal, draft).await.ok();
         let err = err.with_receipt(id);

@@ -24,6 +24,10 @@ pub struct Draft {
     pub output_tokens: Option<u64>,
     pub stop_reason: Option<String>,
     pub latency_ms: u64,
+    /// Whole call and time spent waiting on the upstream, in microseconds, so gateway
+    /// overhead (the difference) is visible even when it is under a millisecond.
+    pub latency_us: u64,
+    pub upstream_us: u64,
     pub prompt_hmac: Option<String>,
     pub output_hmac: Option<String>,
     pub client_addr: Option<String>,
@@ -56,6 +60,8 @@ impl Draft {
             output_tokens: None,
             stop_reason: None,
             latency_ms: 0,
+            latency_us: 0,
+            upstream_us: 0,
             prompt_hmac: None,
             output_hmac: None,
             client_addr: None,
@@ -74,6 +80,18 @@ impl Draft {
         self.policy = Some(layers.reference(log.deciding.as_ref()));
         self.tools.extend(log.tools);
         self.approvals.extend(log.approvals);
+    }
+
+    /// Stops the call's clock.
+    pub fn finish(&mut self, started: std::time::Instant) {
+        let e = started.elapsed();
+        self.latency_ms = e.as_millis() as u64;
+        self.latency_us = e.as_micros() as u64;
+    }
+
+    /// Adds time spent waiting on the upstream.
+    pub fn upstream_wait(&mut self, since: std::time::Instant) {
+        self.upstream_us += since.elapsed().as_micros() as u64;
     }
 
     /// Content findings (counts per detector and action, never values).
@@ -158,6 +176,13 @@ impl Draft {
         details.insert("endpoint".into(), Value::from(self.endpoint));
         if let Some(l) = self.limits.refused {
             details.insert("limit".into(), l);
+        }
+        if self.upstream_us > 0 {
+            details.insert("upstream_us".into(), Value::from(self.upstream_us));
+            details.insert(
+                "gateway_us".into(),
+                Value::from(self.latency_us.saturating_sub(self.upstream_us)),
+            );
         }
         if self.retries > 0 {
             details.insert("retries".into(), Value::from(self.retries));

@@ -387,3 +387,47 @@ fn dashboard_queries_only_exposed_metrics() {
     }
     assert!(checked > 10);
 }
+
+/// Receipts split a call's time into upstream wait and gateway overhead (microseconds),
+/// and `/metrics` exposes both phases, so overhead is visible apart from model latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_is_split_into_gateway_and_upstream() {
+    let mut h = start().await;
+    let key = h.tenant("acme").await;
+    for body in [
+        common::chat("[[mock:latency_ms=50]] hi"),
+        common::stream_chat("[[mock:stream_delay_ms=10]] hi there"),
+    ] {
+        let (s, _, _) = h.message(&key, &body).await;
+        assert_eq!(s, 200);
+    }
+    let receipts = h.receipts(&key).await;
+    let calls: Vec<&Value> = receipts.iter().filter(|r| r["kind"] == "message").collect();
+    assert_eq!(calls.len(), 2);
+    for r in calls {
+        let up = r["details"]["upstream_us"].as_u64().unwrap();
+        let gw = r["details"]["gateway_us"].as_u64().unwrap();
+        let total_ms = r["latency_ms"].as_u64().unwrap();
+        // The mock waited at least 50 ms (plain) or 10 ms per event (stream).
+        assert!(up >= 10_000, "{r}");
+        assert!((up + gw) / 1000 <= total_ms + 1, "{r}");
+    }
+    let text = h
+        .http
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for phase in ["gateway", "upstream"] {
+        assert!(
+            text.contains(&format!(
+                "palisade_request_duration_seconds_count{{tenant=\"acme\",phase=\"{phase}\"}} 2"
+            )),
+            "{text}"
+        );
+    }
+    h.stop().await;
+}

@@ -8,7 +8,9 @@
 //! Tenant attributes: `approval_quorum` (approvals needed, default 1),
 //! `approval_allow_self` (true lets requesters approve their own calls),
 //! `approval_ttl_seconds` (pending lifetime, default 3600), `approval_token_ttl_seconds`
-//! (token lifetime after approval, default 600).
+//! (token lifetime after approval, default 600), `approval_webhook_url` (notified of each
+//! new approval and each decision: `approval.requested`, `approval.decided`; signed like
+//! alert webhooks with the tenant's webhook secret, see `webhooks.rs`).
 
 use crate::auth::{Principal, Scope, authenticate, authorize};
 use crate::error::ApiError;
@@ -87,6 +89,53 @@ async fn receipt(
     Ok(state.receipts.commit(r).await?.id)
 }
 
+/// Tenant attribute naming the approvals webhook.
+pub const WEBHOOK_ATTRIBUTE: &str = "approval_webhook_url";
+
+/// Notifies the tenant's approvals webhook, if it has one. The payload names the call
+/// (tool, args hash, requester) but never carries the args: approvers read them through
+/// `GET /v1/approvals/{id}` with their own credential.
+async fn notify(state: &AppState, p: &Principal, event: &'static str, a: &ApprovalRecord) {
+    let Some(url) = p
+        .tenant
+        .attributes
+        .get(WEBHOOK_ATTRIBUTE)
+        .and_then(Value::as_str)
+    else {
+        return;
+    };
+    let secret = match crate::sentinel::webhook_secret(state, &a.tenant_id).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e.message, "no webhook secret for tenant");
+            return;
+        }
+    };
+    let body = json!({
+        "type": event,
+        "approval": {
+            "id": a.id,
+            "tenant_id": a.tenant_id,
+            "status": a.status,
+            "tool": a.tool,
+            "args_hash": a.args_hash,
+            "requester_key_id": a.requester_key_id,
+            "requester_user_id": a.requester_user_id,
+            "created_at": a.created_at,
+            "expires_at": a.expires_at,
+            "rule": a.body.get("rule"),
+            "reason": a.body.get("reason"),
+        },
+    });
+    state.webhooks.send(crate::webhooks::Delivery {
+        url: url.to_string(),
+        secret: Some(secret.into_bytes()),
+        event,
+        event_id: format!("{}:{}", a.id, a.version),
+        body: body.to_string().into_bytes(),
+    });
+}
+
 /// Creates a pending approval for a `require_approval` decision.
 pub async fn create(
     state: &AppState,
@@ -123,6 +172,7 @@ pub async fn create(
     };
     state.store.create_approval(&a).await?;
     receipt(state, p, "approval_requested", &a, json!({})).await?;
+    notify(state, p, "approval.requested", &a).await;
     Ok(a)
 }
 
@@ -472,6 +522,9 @@ async fn decide(
             json!({"args_edited": body.args.is_some(), "policy_denied": policy_denied}),
         )
         .await?;
+        if next.status != "pending" {
+            notify(&state, &p, "approval.decided", &next).await;
+        }
         if let Some(why) = policy_denied {
             return Err(ApiError::forbidden("approval_policy_denied", why));
         }

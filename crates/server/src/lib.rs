@@ -30,6 +30,7 @@ pub mod state;
 pub mod tenant_keys;
 pub mod tools;
 pub mod verify;
+pub mod webhooks;
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -368,6 +369,7 @@ impl RunningServer {
         if let Some(s) = self.sentinel.take() {
             s.shutdown().await;
         }
+        self.state.webhooks.shutdown().await;
         self.state.receipts.shutdown().await;
         if let Some(audit) = self.audit.take() {
             audit.shutdown().await;

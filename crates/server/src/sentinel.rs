@@ -8,7 +8,7 @@
 
 use crate::metrics::{Metrics, MetricsConfig};
 use crate::state::AppState;
-use aws_lc_rs::hmac;
+use crate::webhooks::Delivery;
 use palisade_audit::{Receipt, ReceiptKind};
 use palisade_sentinel::{Observation, Sentinel, SentinelConfig, Subject};
 use palisade_store::AlertRecord;
@@ -19,7 +19,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// `sentinel` section of `palisade.yaml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,13 +118,8 @@ impl Monitor {
             return None;
         }
         let cancel = CancellationToken::new();
-        let deliveries = TaskTracker::new();
-        let handle = tokio::spawn(run(state, settings, rx, cancel.clone(), deliveries.clone()));
-        Some(SentinelTask {
-            cancel,
-            handle,
-            deliveries,
-        })
+        let handle = tokio::spawn(run(state, settings, rx, cancel.clone()));
+        Some(SentinelTask { cancel, handle })
     }
 }
 
@@ -133,16 +127,13 @@ impl Monitor {
 pub struct SentinelTask {
     cancel: CancellationToken,
     handle: tokio::task::JoinHandle<()>,
-    deliveries: TaskTracker,
 }
 
 impl SentinelTask {
-    /// Stops detection and abandons pending webhook retries.
+    /// Stops detection (pending webhook retries stop with `Webhooks::shutdown`).
     pub async fn shutdown(self) {
         self.cancel.cancel();
         let _ = self.handle.await;
-        self.deliveries.close();
-        self.deliveries.wait().await;
     }
 }
 
@@ -204,7 +195,6 @@ async fn run(
     settings: SentinelSettings,
     mut rx: mpsc::Receiver<Observation>,
     cancel: CancellationToken,
-    deliveries: TaskTracker,
 ) {
     let mut sentinel = Sentinel::new(settings.detection.clone());
     let mut tick = tokio::time::interval(Duration::from_millis(settings.tick_ms.max(100)));
@@ -225,7 +215,7 @@ async fn run(
             }
         };
         for a in alerts {
-            raise(&state, &settings, &deliveries, &cancel, a).await;
+            raise(&state, &settings, a).await;
         }
     }
 }
@@ -259,13 +249,7 @@ fn num(x: f64) -> String {
 }
 
 /// Records the alert's receipt, stores it, counts it and queues its deliveries.
-async fn raise(
-    state: &AppState,
-    settings: &SentinelSettings,
-    deliveries: &TaskTracker,
-    cancel: &CancellationToken,
-    a: palisade_sentinel::Alert,
-) {
+async fn raise(state: &AppState, settings: &SentinelSettings, a: palisade_sentinel::Alert) {
     let id = format!("alr_{}", uuid::Uuid::now_v7().simple());
     let now = palisade_store::now_ms();
     let subject = a.subject.to_string();
@@ -334,25 +318,27 @@ async fn raise(
         && let Some(url) = t.attributes.get(WEBHOOK_ATTRIBUTE).and_then(Value::as_str)
     {
         match webhook_secret(state, &a.tenant).await {
-            Ok(secret) => spawn_delivery(
-                state,
-                settings,
-                deliveries,
-                cancel,
-                url.to_string(),
-                Some(secret.into_bytes()),
-                body.clone(),
-                id.clone(),
-            ),
+            Ok(secret) => state.webhooks.send(Delivery {
+                url: url.to_string(),
+                secret: Some(secret.into_bytes()),
+                event: "alert",
+                event_id: id.clone(),
+                body: body.clone(),
+            }),
             Err(e) => tracing::warn!(error = %e.message, "no webhook secret for tenant"),
         }
     }
     if let Some(url) = settings.platform_webhook_url.clone() {
-        let secret = settings
-            .platform_webhook_secret
-            .clone()
-            .map(String::into_bytes);
-        spawn_delivery(state, settings, deliveries, cancel, url, secret, body, id);
+        state.webhooks.send(Delivery {
+            url,
+            secret: settings
+                .platform_webhook_secret
+                .clone()
+                .map(String::into_bytes),
+            event: "alert",
+            event_id: id,
+            body,
+        });
     }
 }
 
@@ -366,70 +352,4 @@ pub async fn webhook_secret(
         .tenant_keys
         .digest(tenant, WEBHOOK_DOMAIN, b"signing-secret")
         .await
-}
-
-/// `v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`, as sent in
-/// `x-palisade-signature` (the timestamp in `x-palisade-timestamp`, unix ms).
-pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let mut ctx = hmac::Context::with_key(&key);
-    ctx.update(timestamp.to_string().as_bytes());
-    ctx.update(b".");
-    ctx.update(body);
-    format!("v1={}", hex::encode(ctx.sign().as_ref()))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn spawn_delivery(
-    state: &AppState,
-    settings: &SentinelSettings,
-    deliveries: &TaskTracker,
-    cancel: &CancellationToken,
-    url: String,
-    secret: Option<Vec<u8>>,
-    body: Vec<u8>,
-    alert_id: String,
-) {
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
-        tracing::warn!("alert webhook url is not http(s); skipped");
-        return;
-    }
-    let http = state.http.clone();
-    let attempts = settings.webhook_max_attempts.max(1);
-    let base = settings.webhook_base_backoff_ms;
-    let timeout = Duration::from_millis(settings.webhook_timeout_ms.max(1));
-    let cancel = cancel.clone();
-    deliveries.spawn(async move {
-        for attempt in 0..attempts {
-            let ts = palisade_store::now_ms();
-            let mut req = http
-                .post(&url)
-                .timeout(timeout)
-                .header("content-type", "application/json")
-                .header("x-palisade-event", "alert")
-                .header("x-palisade-alert-id", &alert_id)
-                .header("x-palisade-timestamp", ts.to_string())
-                .header("x-palisade-attempt", (attempt + 1).to_string());
-            if let Some(s) = &secret {
-                req = req.header("x-palisade-signature", sign(s, ts, &body));
-            }
-            let retry = match req.body(body.clone()).send().await {
-                Ok(resp) if resp.status().is_success() => return,
-                Ok(resp) => {
-                    let s = resp.status().as_u16();
-                    s == 408 || s == 429 || s >= 500
-                }
-                Err(_) => true,
-            };
-            if !retry || attempt + 1 == attempts {
-                tracing::warn!(alert = %alert_id, "alert webhook delivery failed");
-                return;
-            }
-            let wait = base.saturating_mul(1u64 << attempt.min(16)).min(60_000);
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-            }
-        }
-    });
 }

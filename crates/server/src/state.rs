@@ -38,6 +38,8 @@ pub struct AppState {
     pub checkpoint_signer: Option<Arc<palisade_audit::CheckpointSigner>>,
     /// Metrics and Sentinel's intake (fed by the receipt writer's commit observer).
     pub monitor: crate::sentinel::Monitor,
+    /// Signed, retried webhook deliveries (alerts, approvals).
+    pub webhooks: crate::webhooks::Webhooks,
     /// Auth cache. Admin changes invalidate entries at once; the short TTL bounds how long
     /// a change made by another process (CLI, another replica) can take to be seen.
     keys: moka::future::Cache<String, Option<KeyEntry>>,
@@ -65,10 +67,12 @@ impl AppState {
         let monitor = crate::sentinel::Monitor::new(&config.sentinel);
         receipts.set_observer(monitor.observer());
         let limits = crate::limits::Limits::from_config(&config)?;
+        let webhooks = crate::webhooks::Webhooks::new(http.clone(), &config.sentinel);
         Ok(Self {
             config: Arc::new(config),
             store,
             http,
+            webhooks,
             receipts,
             tenant_keys,
             policies: crate::policy::Policies::new(policies_store),

@@ -347,3 +347,62 @@ async fn messages_tool_use_needing_approval_is_withheld_then_released_once() {
                 .is_some_and(|r| r.starts_with("approval:"))
         }))));
 }
+
+/// The tenant's approvals webhook hears of each new approval and each decision, signed
+/// with the tenant's webhook secret, retried after a failure, and never carrying the args.
+#[tokio::test]
+async fn approvals_webhook_is_signed_retried_and_carries_no_args() {
+    let h = Harness::start_with(|c| c.sentinel.webhook_base_backoff_ms = 10).await;
+    let (url, seen) = common::webhook_receiver().await;
+    let (req, appr) = tenant(&h, "acme", json!({"approval_webhook_url": url})).await;
+    let (admin, _) = h.key("acme", json!({"role": "tenant_admin"})).await;
+    let args = json!({"to": "x@acme.com", "body": "the secret plan"});
+    let (id, _) = approved(&h, &req, &appr, args).await;
+    let (s, sec) = h.get("/v1/alerts/webhook-secret", &admin).await;
+    assert_eq!(s, 200, "{sec}");
+    let secret = sec["secret"].as_str().unwrap().to_string();
+    // Wait for both events (the first delivery fails once and is retried).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let events: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(h, _)| h["x-palisade-event"].to_str().unwrap().to_string())
+            .collect();
+        if events.iter().any(|e| e == "approval.decided") && events.len() >= 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{events:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let seen = seen.lock().unwrap();
+    let mut kinds = Vec::new();
+    for (headers, body) in seen.iter() {
+        let ts: i64 = headers["x-palisade-timestamp"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            headers["x-palisade-signature"].to_str().unwrap(),
+            palisade_server::webhooks::sign(secret.as_bytes(), ts, body)
+        );
+        let v: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(v["approval"]["id"], id.as_str());
+        assert!(!String::from_utf8_lossy(body).contains("secret plan"));
+        kinds.push((
+            v["type"].as_str().unwrap().to_string(),
+            v["approval"]["status"].clone(),
+        ));
+    }
+    assert_eq!(
+        kinds[0],
+        ("approval.requested".to_string(), json!("pending"))
+    );
+    assert_eq!(
+        kinds[1], kinds[0],
+        "the 503 was retried with the same event"
+    );
+    assert!(kinds.contains(&("approval.decided".to_string(), json!("approved"))));
+}

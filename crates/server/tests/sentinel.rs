@@ -8,7 +8,6 @@ use common::Harness;
 use palisade_audit::{Finding, Receipt, ReceiptKind, format_created_at};
 use palisade_server::metrics::{Metrics, MetricsConfig};
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
 
 async fn start() -> Harness {
     Harness::start_with(|c| {
@@ -19,34 +18,7 @@ async fn start() -> Harness {
     .await
 }
 
-type Seen = Arc<Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
-
-/// A webhook receiver: records (headers, body) and fails the first request with 503.
-async fn receiver() -> (String, Seen) {
-    let seen: Seen = Arc::default();
-    let s2 = seen.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(
-            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let seen = s2.clone();
-                async move {
-                    let mut v = seen.lock().unwrap();
-                    v.push((headers, body.to_vec()));
-                    if v.len() == 1 {
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE
-                    } else {
-                        axum::http::StatusCode::OK
-                    }
-                }
-            },
-        ),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (format!("http://{addr}/hook"), seen)
-}
+use common::webhook_receiver as receiver;
 
 async fn alerts(h: &Harness, key: &str) -> Vec<Value> {
     let (s, v) = h.get("/v1/alerts?limit=100", key).await;
@@ -156,7 +128,7 @@ async fn deny_burst_alerts_only_its_tenant_with_receipt_webhook_and_ack() {
         let sig = headers["x-palisade-signature"].to_str().unwrap();
         assert_eq!(
             sig,
-            palisade_server::sentinel::sign(secret.as_bytes(), ts, body)
+            palisade_server::webhooks::sign(secret.as_bytes(), ts, body)
         );
         let v: Value = serde_json::from_slice(body).unwrap();
         assert_eq!(v["alert"]["tenant_id"], "acme");

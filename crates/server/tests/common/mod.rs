@@ -215,3 +215,34 @@ impl Harness {
 
 /// A tenant policy that lets every tool run.
 pub const ALLOW_ALL: &str = "tools:\n  - id: allow-all\n    match: \"*\"\n    action: allow\n";
+
+/// Webhook deliveries seen by `webhook_receiver`: (headers, body).
+pub type Seen = std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+
+/// A webhook receiver on loopback: records (headers, body) and fails the first request
+/// with 503 (so retries are exercised). Returns its URL.
+pub async fn webhook_receiver() -> (String, Seen) {
+    let seen: Seen = Default::default();
+    let s2 = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let seen = s2.clone();
+                async move {
+                    let mut v = seen.lock().unwrap();
+                    v.push((headers, body.to_vec()));
+                    if v.len() == 1 {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        axum::http::StatusCode::OK
+                    }
+                }
+            },
+        ),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (format!("http://{addr}/hook"), seen)
+}

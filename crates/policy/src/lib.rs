@@ -25,7 +25,7 @@ pub use content::{
 pub use diag::{Diagnostic, Pos, Severity};
 pub use eval::{Decision, EvalContext, Outcome, TraceStep, evaluate, explain, may_ever_run};
 pub use glob::{Glob, GlobError};
-pub use limits::{LimitRule, LimitScope, LimitUnit, LimitWindow, MAX_LIMITS};
+pub use limits::{LimitRule, LimitScope, LimitUnit, LimitWindow, MAX_LIMITS, MICRO_USD};
 pub use model::{
     Condition, FieldPath, Layer, Leaf, Op, ParsedPolicy, Root, Rule, TemplatePart, ToolSchema,
     ValueExpr, Verdict,

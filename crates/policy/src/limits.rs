@@ -1,8 +1,9 @@
 //! The `limits:` and `budgets:` sections: rate limits and token budgets declared in policy.
 //!
 //! This module only parses and validates; counting happens in the gateway (the pure core
-//! has no clock). Both sections produce [`LimitRule`]s; a budget is a token limit over a
-//! day or a month that also raises alerts at thresholds.
+//! has no clock). Both sections produce [`LimitRule`]s; a budget is a token or cost limit
+//! over a day or a month that also raises alerts at thresholds. Cost (`cost_usd`) is
+//! counted in whole micro-dollars so counters stay exact integers in every backend.
 
 use crate::diag::{Pos, hint};
 use crate::glob::Glob;
@@ -51,7 +52,14 @@ pub enum LimitUnit {
     InputTokens,
     OutputTokens,
     TotalTokens,
+    /// Spend in micro-dollars (USD × 1,000,000), priced by the gateway's price table.
+    CostMicroUsd,
 }
+
+/// Micro-dollars per dollar.
+pub const MICRO_USD: u64 = 1_000_000;
+/// Largest `cost_usd` accepted (keeps micro-dollar counters far from overflow).
+const MAX_COST_USD: f64 = 1e9;
 
 impl LimitUnit {
     pub fn as_str(self) -> &'static str {
@@ -60,6 +68,7 @@ impl LimitUnit {
             Self::InputTokens => "input_tokens",
             Self::OutputTokens => "output_tokens",
             Self::TotalTokens => "tokens",
+            Self::CostMicroUsd => "cost_micro_usd",
         }
     }
     pub fn is_tokens(self) -> bool {
@@ -173,6 +182,7 @@ const LIMIT_ALIASES: &[(&str, &str)] = &[
 const BUDGET_FIELDS: &[&str] = &[
     "id",
     "scope",
+    "cost_usd",
     "tokens",
     "input_tokens",
     "output_tokens",
@@ -191,6 +201,9 @@ const BUDGET_ALIASES: &[(&str, &str)] = &[
     ("max_tokens", "tokens"),
     ("total_tokens", "tokens"),
     ("limit", "tokens"),
+    ("cost", "cost_usd"),
+    ("usd", "cost_usd"),
+    ("spend", "cost_usd"),
 ];
 const PER_NAMES: &[&str] = &["second", "minute", "hour", "day"];
 const BUDGET_PER_NAMES: &[&str] = &["day", "month"];
@@ -314,6 +327,29 @@ fn limit(sink: &mut Sink<'_>, y: &Y, index: usize, budget: bool) -> Option<Limit
                     }
                 }
             }
+            "cost_usd" if budget => {
+                let usd = match v.v {
+                    YV::Int(n) => Some(n as f64),
+                    YV::Float(f) => Some(f),
+                    _ => None,
+                };
+                match usd.filter(|u| u.is_finite() && *u > 0.0 && *u <= MAX_COST_USD) {
+                    Some(u) => units.push((
+                        LimitUnit::CostMicroUsd,
+                        (u * MICRO_USD as f64).round() as u64,
+                    )),
+                    None => {
+                        sink.error(
+                            v.pos,
+                            format!(
+                                "`cost_usd` must be a positive number of dollars up to {MAX_COST_USD}, found {}",
+                                v.kind()
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+            }
             "per" => {
                 let names = if budget { BUDGET_PER_NAMES } else { PER_NAMES };
                 if let Some(s) = sink.string(v, "`per`") {
@@ -413,7 +449,7 @@ fn limit(sink: &mut Sink<'_>, y: &Y, index: usize, budget: bool) -> Option<Limit
         [one] => *one,
         [] => {
             let expected = if budget {
-                "`tokens`, `input_tokens` or `output_tokens`"
+                "`tokens`, `input_tokens`, `output_tokens` or `cost_usd`"
             } else {
                 "`requests`, `tokens`, `input_tokens` or `output_tokens`"
             };
@@ -530,6 +566,28 @@ mod tests {
         assert!(p.limits[3].budget);
         assert_eq!(p.limits[3].window, LimitWindow::Month);
         assert_eq!(p.limits[3].alerts, vec![50, 100]);
+    }
+
+    #[test]
+    fn cost_budgets_count_micro_dollars() {
+        let p = parse(
+            "budgets:\n  - id: spend\n    cost_usd: 12.5\n    per: month\n",
+            "p.yaml",
+        )
+        .unwrap();
+        assert_eq!(p.limits[0].unit, LimitUnit::CostMicroUsd);
+        assert_eq!(p.limits[0].amount, 12_500_000);
+        let e = errs("budgets:\n  - id: spend\n    cost_usd: -1\n    per: month\n");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("3:15") && m.contains("positive")),
+            "{e:?}"
+        );
+        let e = errs("budgets:\n  - id: spend\n    cost_usd: lots\n    per: day\n");
+        assert!(e.iter().any(|m| m.contains("`cost_usd` must be")), "{e:?}");
+        // Cost is a budget unit only: a rate limit rejects it as an unknown field.
+        let e = errs("limits:\n  - id: spend\n    cost_usd: 1\n    per: day\n");
+        assert!(!e.is_empty());
     }
 
     #[test]

@@ -134,6 +134,43 @@ pub struct LimitConfig {
     pub on_redis_error: String,
     /// Prefix of every counter key (one per deployment or test).
     pub key_prefix: String,
+    /// USD per million tokens by model (globs, first match wins), for `cost_usd` budgets.
+    /// A model no entry matches is charged the highest listed prices, so a budget cannot be
+    /// dodged by naming a new model. From the environment: `PALISADE_LIMITS_PRICES` as JSON.
+    pub prices: Vec<ModelPrice>,
+}
+
+/// One row of the price table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    /// Model name glob (`claude-sonnet-4*`).
+    pub model: String,
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+/// Anthropic's list prices (USD per million tokens) as published when this was written;
+/// set `limits.prices` to the prices of your own contract.
+fn default_prices() -> Vec<ModelPrice> {
+    [
+        ("claude-opus-4-5*", 5.0, 25.0),
+        ("claude-opus-4*", 15.0, 75.0),
+        ("claude-3-opus*", 15.0, 75.0),
+        ("claude-sonnet-4*", 3.0, 15.0),
+        ("claude-3-7-sonnet*", 3.0, 15.0),
+        ("claude-3-5-sonnet*", 3.0, 15.0),
+        ("claude-haiku-4-5*", 1.0, 5.0),
+        ("claude-3-5-haiku*", 0.8, 4.0),
+        ("claude-3-haiku*", 0.25, 1.25),
+    ]
+    .into_iter()
+    .map(|(m, i, o)| ModelPrice {
+        model: m.into(),
+        input_per_mtok: i,
+        output_per_mtok: o,
+    })
+    .collect()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,6 +269,7 @@ impl Default for LimitConfig {
             backend: "local".into(),
             on_redis_error: "local".into(),
             key_prefix: "palisade:rl:".into(),
+            prices: default_prices(),
         }
     }
 }
@@ -361,6 +399,15 @@ impl Config {
                     }
                 },
                 Leaf::String => Value::String(raw.clone()),
+                Leaf::Json => match serde_json::from_str::<Value>(raw) {
+                    Ok(v @ Value::Array(_)) => v,
+                    _ => {
+                        return Err(ConfigError::Env {
+                            name,
+                            message: "expected a JSON array".into(),
+                        });
+                    }
+                },
             };
             set_path(&mut tree, &path, value);
         }
@@ -428,6 +475,8 @@ enum Leaf {
     Bool,
     Number,
     String,
+    /// Lists: the variable holds the whole list as JSON.
+    Json,
 }
 
 fn collect_leaves(v: &Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, Leaf)>) {
@@ -441,6 +490,7 @@ fn collect_leaves(v: &Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>,
         }
         Value::Bool(_) => out.push((path.clone(), Leaf::Bool)),
         Value::Number(_) => out.push((path.clone(), Leaf::Number)),
+        Value::Array(_) => out.push((path.clone(), Leaf::Json)),
         _ => out.push((path.clone(), Leaf::String)),
     }
 }

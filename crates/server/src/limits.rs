@@ -6,6 +6,8 @@
 //! callers against a limit of L get exactly L through per window. Token limits reserve an
 //! estimate (input bytes / 4, plus `max_tokens` for output) and settle the real usage when
 //! the call's receipt is committed (`settle`, from `commit_draft`), streams included.
+//! Cost budgets (`cost_usd`) count micro-dollars: the token estimate priced by the price
+//! table (`limits.prices`) at admission, the real usage priced the same way at settlement.
 
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -244,8 +246,62 @@ enum Backend {
 }
 
 /// The process's limiters and their configuration.
+/// The price table, compiled: model globs in order, first match wins.
+#[derive(Debug, Clone)]
+pub struct Prices {
+    rows: Vec<(palisade_policy::Glob, f64, f64)>,
+    /// The highest input and output prices listed: what an unlisted model is charged.
+    fallback: (f64, f64),
+}
+
+impl Prices {
+    pub fn new(rows: &[crate::config::ModelPrice]) -> Result<Self, String> {
+        let mut out = Vec::new();
+        let mut fallback = (0.0f64, 0.0f64);
+        for r in rows {
+            let ok = |x: f64| x.is_finite() && (0.0..=1e6).contains(&x);
+            if !ok(r.input_per_mtok) || !ok(r.output_per_mtok) {
+                return Err(format!(
+                    "limits.prices: prices for `{}` must be between 0 and 1000000 USD per million tokens",
+                    r.model
+                ));
+            }
+            let g = palisade_policy::Glob::new(&r.model)
+                .map_err(|e| format!("limits.prices: model `{}`: {e}", r.model))?;
+            fallback.0 = fallback.0.max(r.input_per_mtok);
+            fallback.1 = fallback.1.max(r.output_per_mtok);
+            out.push((g, r.input_per_mtok, r.output_per_mtok));
+        }
+        Ok(Self {
+            rows: out,
+            fallback,
+        })
+    }
+
+    /// USD per million input and output tokens for `model`.
+    pub fn rates(&self, model: Option<&str>) -> (f64, f64) {
+        model
+            .and_then(|m| self.rows.iter().find(|(g, _, _)| g.matches(m)))
+            .map(|(_, i, o)| (*i, *o))
+            .unwrap_or(self.fallback)
+    }
+}
+
+/// Micro-dollars for a usage at `rates` (USD per million tokens = micro-dollars per
+/// token), rounded up so a budget is never undercounted.
+pub fn cost_micro_usd(rates: (f64, f64), input: u64, output: u64) -> u64 {
+    let c = input as f64 * rates.0 + output as f64 * rates.1;
+    if c.is_finite() && c > 0.0 {
+        c.ceil().min(u64::MAX as f64) as u64
+    } else {
+        0
+    }
+}
+
 #[derive(Clone)]
 pub struct Limits {
+    /// Prices for cost budgets.
+    pub prices: Arc<Prices>,
     local: Arc<LocalLimiter>,
     remote: Option<Arc<dyn Limiter>>,
     fail_closed: bool,
@@ -287,6 +343,7 @@ impl Limits {
             }
         };
         Ok(Self {
+            prices: Arc::new(Prices::new(&cfg.limits.prices).map_err(ApiError::internal)?),
             local: Arc::new(LocalLimiter::default()),
             remote,
             fail_closed,
@@ -361,6 +418,8 @@ struct Held {
     unit: LimitUnit,
     estimate: u64,
     limit: u64,
+    /// Prices of the call's model, for cost budgets.
+    rates: (f64, f64),
     /// Budget alert thresholds (empty for plain limits) and the budget's label.
     alerts: Vec<u8>,
     label: String,
@@ -406,6 +465,7 @@ fn unit_header(u: LimitUnit) -> &'static str {
         LimitUnit::TotalTokens => "tokens",
         LimitUnit::InputTokens => "input-tokens",
         LimitUnit::OutputTokens => "output-tokens",
+        LimitUnit::CostMicroUsd => "cost-micro-usd",
     }
 }
 
@@ -430,6 +490,12 @@ fn header_names(u: LimitUnit) -> [&'static str; 3] {
             "anthropic-ratelimit-output-tokens-limit",
             "anthropic-ratelimit-output-tokens-remaining",
             "anthropic-ratelimit-output-tokens-reset",
+        ],
+        // No Anthropic counterpart: Palisade's own names.
+        LimitUnit::CostMicroUsd => [
+            "x-palisade-budget-cost-micro-usd-limit",
+            "x-palisade-budget-cost-micro-usd-remaining",
+            "x-palisade-budget-cost-micro-usd-reset",
         ],
     }
 }
@@ -514,6 +580,7 @@ fn plan(
     subject: &Subject<'_>,
     est_in: u64,
     est_out: u64,
+    est_cost: u64,
     now: u64,
 ) -> Vec<Planned> {
     let tenant = subject.principal.tenant_id();
@@ -535,6 +602,7 @@ fn plan(
                 LimitUnit::InputTokens => est_in,
                 LimitUnit::OutputTokens => est_out,
                 LimitUnit::TotalTokens => est_in.saturating_add(est_out),
+                LimitUnit::CostMicroUsd => est_cost,
             };
             let (idx, reset_ms) = window_at(rule.window, now);
             // `{tenant}` is a Redis Cluster hash tag: one check's keys share a slot.
@@ -571,6 +639,18 @@ fn plan(
     out
 }
 
+/// `400 tokens`, or `$12.50` for cost.
+fn amount_label(unit: LimitUnit, amount: u64) -> String {
+    match unit {
+        LimitUnit::CostMicroUsd => format!(
+            "${}.{:02}",
+            amount / palisade_policy::MICRO_USD,
+            (amount % palisade_policy::MICRO_USD) / 10_000
+        ),
+        u => format!("{amount} {}", u.as_str()),
+    }
+}
+
 fn refusal(p: &Planned, current: u64, now: u64) -> (ApiError, Value) {
     let retry = p.reset_ms.saturating_sub(now).div_ceil(1000).max(1);
     let layer = if p.layer == "p" { "platform" } else { "tenant" };
@@ -579,10 +659,14 @@ fn refusal(p: &Planned, current: u64, now: u64) -> (ApiError, Value) {
         (
             "budget_exhausted",
             format!(
-                "the {layer} token budget `{}` ({} {} per {}, scope {}) is exhausted; it resets at {}",
+                "the {layer} {} budget `{}` ({} per {}, scope {}) is exhausted; it resets at {}",
+                if p.rule.unit == LimitUnit::CostMicroUsd {
+                    "cost"
+                } else {
+                    "token"
+                },
                 p.rule.id,
-                p.rule.amount,
-                p.rule.unit.as_str(),
+                amount_label(p.rule.unit, p.rule.amount),
                 p.rule.window.label(),
                 if scope.is_empty() {
                     "tenant".to_string()
@@ -633,7 +717,17 @@ pub async fn admit(
     let est_in = (body_len as u64).div_ceil(4);
     let est_out = body.get("max_tokens").and_then(Value::as_u64).unwrap_or(0);
     let now = now_ms();
-    let plans = plan(&state.limits.prefix, layers, &subject, est_in, est_out, now);
+    let rates = state.limits.prices.rates(subject.model);
+    let est_cost = cost_micro_usd(rates, est_in, est_out);
+    let plans = plan(
+        &state.limits.prefix,
+        layers,
+        &subject,
+        est_in,
+        est_out,
+        est_cost,
+        now,
+    );
     if plans.is_empty() {
         return Ok(RateHeaders::default());
     }
@@ -652,6 +746,7 @@ pub async fn admit(
                     unit: p.rule.unit,
                     estimate: p.check.amount,
                     limit: p.rule.amount,
+                    rates,
                     alerts: p.rule.alerts.clone(),
                     label: p.rule.id.clone(),
                     ttl_ms: p.check.ttl_ms,
@@ -726,6 +821,7 @@ pub async fn settle(
             let actual = match h.unit {
                 LimitUnit::InputTokens => i,
                 LimitUnit::OutputTokens => o,
+                LimitUnit::CostMicroUsd => cost_micro_usd(h.rates, i, o),
                 _ => i.saturating_add(o),
             };
             (h.key.clone(), actual as i64 - h.estimate as i64)
@@ -837,6 +933,29 @@ pub async fn admit_tool(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prices_first_match_and_dearest_fallback() {
+        let p = Prices::new(&crate::config::LimitConfig::default().prices).unwrap();
+        assert_eq!(p.rates(Some("claude-opus-4-5-20251101")), (5.0, 25.0));
+        assert_eq!(p.rates(Some("claude-opus-4-1")), (15.0, 75.0));
+        assert_eq!(p.rates(Some("claude-haiku-4-5")), (1.0, 5.0));
+        // Unlisted or absent model: the highest prices listed.
+        assert_eq!(p.rates(Some("brand-new-model")), (15.0, 75.0));
+        assert_eq!(p.rates(None), (15.0, 75.0));
+        // 1,000 input + 100 output tokens of Sonnet: $0.003 + $0.0015.
+        assert_eq!(cost_micro_usd((3.0, 15.0), 1000, 100), 4500);
+        // Rounded up, never down.
+        assert_eq!(cost_micro_usd((0.25, 1.25), 1, 0), 1);
+        assert_eq!(cost_micro_usd((0.0, 0.0), 10, 10), 0);
+        assert_eq!(amount_label(LimitUnit::CostMicroUsd, 12_500_000), "$12.50");
+        let bad = crate::config::ModelPrice {
+            model: "m".into(),
+            input_per_mtok: f64::NAN,
+            output_per_mtok: 1.0,
+        };
+        assert!(Prices::new(&[bad]).is_err());
+    }
 
     #[tokio::test]
     async fn local_is_all_or_nothing() {

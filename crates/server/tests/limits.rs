@@ -434,3 +434,49 @@ async fn redis_connection_lost_mid_test_follows_configuration() {
     }
     assert!(saw_503);
 }
+
+/// A cost budget counts money: the estimate is priced at admission, the real usage at
+/// settlement, and the counter ends equal to the priced usage of the calls let through.
+#[tokio::test]
+async fn cost_budget_counts_priced_usage_and_refuses_when_spent() {
+    let h = Harness::start().await;
+    let key = h.tenant("acme").await;
+    h.put_policy(
+        Some("acme"),
+        &format!("{ALLOW_ALL}budgets:\n  - id: spend\n    cost_usd: 0.01\n    per: day\n"),
+    )
+    .await;
+    let mut last = (0, Value::Null);
+    for i in 0..100 {
+        let (s, v, _) = h
+            .message(
+                &key,
+                &chat(&format!("prompt number {i} that costs a little")),
+            )
+            .await;
+        last = (s, v);
+        if s != 200 {
+            break;
+        }
+    }
+    assert_eq!(last.0, 429, "{}", last.1);
+    assert_eq!(last.1["error"]["palisade_reason"], "budget_exhausted");
+    let msg = last.1["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("cost budget `spend` ($0.01 per 1d"), "{msg}");
+    // claude-sonnet-4-5 is $3 / $15 per million tokens: the spend of the calls let
+    // through, priced from their receipts, stays within $0.01, and the refused call's
+    // estimate (its input estimate plus max_tokens of output) would have crossed it.
+    let receipts = h.receipts(&key).await;
+    let spent: u64 = receipts
+        .iter()
+        .filter(|r| r["kind"] == "message" && r["decision"] == "allow")
+        .map(|r| {
+            r["input_tokens"].as_u64().unwrap() * 3 + r["output_tokens"].as_u64().unwrap() * 15
+        })
+        .sum();
+    assert!(spent <= 10_000, "{spent}");
+    assert!(spent + 64 * 15 > 10_000, "refused too early: {spent}");
+    let refused = receipts.iter().find(|r| r["kind"] == "rate_limit").unwrap();
+    assert_eq!(refused["details"]["limit"]["unit"], "cost_micro_usd");
+    assert_eq!(refused["details"]["limit"]["current"], spent);
+}

@@ -1,7 +1,8 @@
 //! Scale-out: three `palisade serve` processes sharing one PostgreSQL database behave as
 //! one gateway. Load is spread across them; a key revoked through one replica is refused by
 //! every replica within a second; one replica is killed with SIGKILL mid-load and no
-//! receipt whose response reached a client is lost; every tenant's chain verifies.
+//! receipt whose response reached a client is lost; every tenant's chain verifies. Two
+//! processes sharing Redis enforce one rate limit and one token limit exactly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use palisade_mock::{MockConfig, MockServer};
@@ -79,10 +80,19 @@ fn vars(db: &str, upstream: &str) -> Vec<(&'static str, String)> {
 }
 
 async fn serve(db: &str, upstream: &str) -> (tokio::process::Child, String) {
+    serve_with(db, upstream, Vec::new()).await
+}
+
+async fn serve_with(
+    db: &str,
+    upstream: &str,
+    extra: Vec<(&'static str, String)>,
+) -> (tokio::process::Child, String) {
     let mut c = tokio::process::Command::new(BIN);
     c.env_clear()
         .arg("serve")
         .envs(vars(db, upstream))
+        .envs(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -120,10 +130,19 @@ async fn admin(http: &reqwest::Client, base: &str, path: &str, body: Value) -> V
 }
 
 async fn call(http: &reqwest::Client, base: &str, key: &str) -> (u16, Option<String>) {
+    call_with(http, base, key, "hi").await
+}
+
+async fn call_with(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    text: &str,
+) -> (u16, Option<String>) {
     let r = http
         .post(format!("{base}/v1/messages"))
         .header("x-api-key", key)
-        .json(&json!({"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}))
+        .json(&json!({"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": text}]}))
         .send()
         .await;
     match r {
@@ -297,6 +316,136 @@ async fn three_replicas_on_one_postgres_behave_as_one_gateway() {
     );
 
     for (mut child, _) in replicas {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    drop(store);
+    db.drop_db().await;
+}
+
+async fn put_policy(http: &reqwest::Client, base: &str, tenant: &str, yaml: &str) {
+    let r = http
+        .post(format!(
+            "{base}/admin/v1/tenants/{tenant}/policy?activate=true"
+        ))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/yaml")
+        .body(yaml.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+/// Two `palisade serve` processes sharing Redis (and PostgreSQL) count one limit: of 80
+/// concurrent calls spread over both against a limit of 25 requests, exactly 25 pass; under
+/// a shared token limit the tokens really used by the calls let through stay within it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_sharing_redis_enforce_one_limit_exactly() {
+    let Ok(redis) = std::env::var("PALISADE_TEST_REDIS_URL") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "PALISADE_TEST_REDIS_URL must be set in CI"
+        );
+        eprintln!("SKIPPED: set PALISADE_TEST_REDIS_URL to run the shared-limit test");
+        return;
+    };
+    let Some(db) = Db::create().await else { return };
+    let mock = MockServer::start(MockConfig {
+        required_api_key: Some(PLATFORM_KEY.into()),
+        record: false,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let upstream = mock.base_url();
+    let prefix = format!("paltest:procs:{}:", uuid::Uuid::new_v4().simple());
+    let extra = || {
+        vec![
+            ("PALISADE_LIMITS_BACKEND", "redis".to_string()),
+            ("PALISADE_REDIS_URL", redis.clone()),
+            ("PALISADE_LIMITS_KEY_PREFIX", prefix.clone()),
+            ("PALISADE_LIMITS_ON_REDIS_ERROR", "fail_closed".to_string()),
+        ]
+    };
+    let a = serve_with(&db.url, &upstream, extra()).await;
+    let b = serve_with(&db.url, &upstream, extra()).await;
+    let bases = [a.1.clone(), b.1.clone()];
+    let http = reqwest::Client::new();
+    let allow = "tools:\n  - id: all\n    match: \"*\"\n    action: allow\n";
+    let mut keys = Vec::new();
+    for (t, limit) in [
+        (
+            "req",
+            "limits:\n  - id: rpd\n    requests: 25\n    per: day\n",
+        ),
+        (
+            "tok",
+            "limits:\n  - id: tpd\n    tokens: 600\n    per: day\n",
+        ),
+    ] {
+        admin(
+            &http,
+            &bases[0],
+            "/admin/v1/tenants",
+            json!({"id": t, "name": t}),
+        )
+        .await;
+        put_policy(&http, &bases[1], t, &format!("{allow}{limit}")).await;
+        let k = admin(
+            &http,
+            &bases[0],
+            &format!("/admin/v1/tenants/{t}/keys"),
+            json!({}),
+        )
+        .await;
+        keys.push(k["secret"].as_str().unwrap().to_string());
+    }
+    // Policies are cached for up to a second per process.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let burst = |key: String, n: usize| {
+        let http = http.clone();
+        let bases = bases.clone();
+        async move {
+            let mut tasks = Vec::new();
+            for i in 0..n {
+                let (http, base, key) = (http.clone(), bases[i % 2].clone(), key.clone());
+                tasks.push(tokio::spawn(async move {
+                    call_with(&http, &base, &key, &format!("call number {i}")).await
+                }));
+            }
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        }
+    };
+    let results = burst(keys[0].clone(), 80).await;
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    let limited = results.iter().filter(|r| r.0 == 429).count();
+    assert_eq!((ok, limited), (25, 55), "{results:?}");
+
+    let results = burst(keys[1].clone(), 60).await;
+    assert!(
+        results.iter().any(|r| r.0 == 429),
+        "the token limit never bit"
+    );
+    assert!(results.iter().all(|r| r.0 == 200 || r.0 == 429));
+    let store = palisade_store::open(&db.url).await.unwrap();
+    let chain = store.chain("tok", 1, 1_000_000).await.unwrap();
+    let used: u64 = chain
+        .iter()
+        .filter(|r| r.decision == "allow")
+        .map(|r| r.input_tokens.unwrap_or(0) + r.output_tokens.unwrap_or(0))
+        .sum();
+    let passed = results.iter().filter(|r| r.0 == 200).count();
+    eprintln!("token limit 600: {passed} calls passed using {used} tokens");
+    assert!(used <= 600, "{used} tokens went through a 600-token limit");
+    assert!(used > 0);
+
+    for (mut child, _) in [a, b] {
         let _ = child.start_kill();
         let _ = child.wait().await;
     }

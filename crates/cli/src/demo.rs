@@ -494,8 +494,9 @@ pub async fn run() -> Result<u8> {
     }
 
     sentinel_demo(&demo, globex).await?;
+    limits_and_approvals_demo(&demo, initech).await?;
 
-    section("10. Verifying every tenant's receipt chain");
+    section("11. Verifying every tenant's receipt chain");
     let store = server.state.store.clone();
     let code = crate::audit_verify(&store, None).await?;
     server.shutdown().await;
@@ -551,6 +552,121 @@ async fn sentinel_demo(demo: &Demo, tenant: &(&str, String, String)) -> Result<(
         );
     }
     println!("  the alert is also an `alert` receipt in {id}'s chain; other tenants see no alerts");
+    Ok(())
+}
+
+/// A tool call that needs a human: withheld with an approval id, approved by another
+/// person of the same tenant, then released exactly once. Then a rate limit biting.
+async fn limits_and_approvals_demo(demo: &Demo, tenant: &(&str, String, String)) -> Result<()> {
+    section("10. Human approval of a tool call, and a rate limit");
+    let (id, secret, _) = tenant;
+    let approver = demo
+        .admin_post(
+            &format!("/admin/v1/tenants/{id}/keys"),
+            json!({"name": "ops on call", "role": "approver", "user_id": format!("{id}-ops")}),
+        )
+        .await?;
+    let approver = approver["secret"].as_str().unwrap_or_default().to_string();
+    let ask = json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": "[[mock:tool_use=deleteRecord:{\"collection\":\"contacts\",\"id\":7}]] delete contact 7"}]
+    });
+    let (status, v, _) = demo.message(secret, &ask).await?;
+    let said = text_of(&v);
+    println!("  {id} (enterprise admin): the model calls deleteRecord → {status}, withheld:");
+    println!("    {said:?}");
+    let Some(at) = said.find("apr_") else {
+        println!("  (no approval id in the answer)");
+        return Ok(());
+    };
+    let approval: String = said[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    // The agent waits on the approval while a person decides.
+    let waiter = {
+        let (http, url, key) = (
+            demo.http.clone(),
+            format!("{}/v1/approvals/{approval}?wait=10s", demo.gateway),
+            secret.clone(),
+        );
+        tokio::spawn(async move {
+            let r = http.get(url).header("x-api-key", key).send().await?;
+            r.json::<Value>().await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let r = demo
+        .http
+        .post(format!("{}/v1/approvals/{approval}/approve", demo.gateway))
+        .header("x-api-key", &approver)
+        .json(&json!({"reason": "customer asked for it, ticket 4711"}))
+        .send()
+        .await?;
+    println!(
+        "  {id}-ops (role approver) approves {approval}: {}",
+        r.status().as_u16()
+    );
+    let seen = waiter.await.context("approval waiter")??;
+    let token = seen["approval_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!(
+        "  the agent's GET /v1/approvals/{approval}?wait=10s returns: status {} with a single-use token",
+        seen["status"]
+    );
+    for attempt in ["with the token", "the same token again"] {
+        let r = demo
+            .http
+            .post(format!("{}/v1/messages", demo.gateway))
+            .header("x-api-key", secret.as_str())
+            .header("x-palisade-approval-token", &token)
+            .json(&ask)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let v: Value = r.json().await?;
+        println!("  repeated {attempt}: {status} {:?}", text_of(&v));
+    }
+
+    demo.admin_put_policy(
+        &format!("/admin/v1/tenants/{id}/policy?activate=true"),
+        "limits:\n  - id: user-hourly\n    scope: user\n    requests: 3\n    per: hour\n",
+    )
+    .await?;
+    println!("  {id} adds a limit of its own: 3 requests per user per hour");
+    for i in 1..=4 {
+        let r = demo
+            .http
+            .post(format!("{}/v1/messages", demo.gateway))
+            .header("x-api-key", secret.as_str())
+            .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 32, "messages": [{"role": "user", "content": "ping"}]}))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let h = |n: &str| {
+            r.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string()
+        };
+        let (remaining, retry) = (
+            h("anthropic-ratelimit-requests-remaining"),
+            h("retry-after"),
+        );
+        let v: Value = r.json().await?;
+        match status {
+            200 => println!("  call {i}: 200, requests remaining {remaining}"),
+            _ => println!(
+                "  call {i}: {status} {} (retry-after {retry}s): {}",
+                v["error"]["type"].as_str().unwrap_or(""),
+                v["error"]["message"].as_str().unwrap_or("")
+            ),
+        }
+    }
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Scale-out: three `palisade serve` processes sharing one PostgreSQL database behave as
-//! one gateway. Load is spread across them; a key revoked through one replica is refused by
-//! every replica within a second; one replica is killed with SIGKILL mid-load and no
-//! receipt whose response reached a client is lost; every tenant's chain verifies. Two
+//! one gateway. Load is spread across them; a key revoked and a policy activated through
+//! one replica take effect on every replica within a second (pushed, with a 30 s cache TTL); one replica is killed with SIGKILL mid-load and no
+//! receipt whose response reached a client is lost; every tenant's chain verifies. Three
 //! processes sharing Redis enforce one rate limit and one token limit exactly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -76,6 +76,9 @@ fn vars(db: &str, upstream: &str) -> Vec<(&'static str, String)> {
         ("PALISADE_RETRY_MAX_RETRIES", "0".into()),
         ("PALISADE_LOG_FORMAT", "json".into()),
         ("PALISADE_LOG", "info".into()),
+        // A long cache TTL: changes must reach the other replicas through the pushed
+        // change feed (LISTEN/NOTIFY), not by expiry.
+        ("PALISADE_STORAGE_CACHE_TTL_MS", "30000".into()),
     ]
 }
 
@@ -252,6 +255,47 @@ async fn three_replicas_on_one_postgres_behave_as_one_gateway() {
         "revocation took {slowest:?} to reach every replica"
     );
 
+    // A policy activated through replica 1 decides on every replica within a second.
+    let guard = |base: String, key: String| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .post(format!("{base}/v1/guard/tool"))
+                .header("x-api-key", key)
+                .json(&json!({"tool": "ping", "args": {}}))
+                .send()
+                .await
+                .unwrap();
+            let v: Value = r.json().await.unwrap();
+            v["decision"].as_str().unwrap_or("").to_string()
+        }
+    };
+    let allow = "tools:\n  - id: ping\n    match: ping\n    action: allow\n";
+    put_policy(&http, &bases[1], "t-b", allow).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for b in &bases {
+        assert_eq!(guard(b.clone(), keys[1].1.clone()).await, "allow");
+    }
+    let activated_at = Instant::now();
+    put_policy(&http, &bases[1], "t-b", &allow.replace("allow\n", "deny\n")).await;
+    let mut seen_after = Vec::new();
+    for b in &bases {
+        while guard(b.clone(), keys[1].1.clone()).await != "deny" {
+            assert!(
+                activated_at.elapsed() < Duration::from_secs(5),
+                "replica {b} still decides with the old policy"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        seen_after.push(activated_at.elapsed());
+    }
+    eprintln!("policy activation seen by the replicas after {seen_after:?}");
+    let slowest = seen_after.iter().max().unwrap();
+    assert!(
+        *slowest <= Duration::from_millis(1250),
+        "activation took {slowest:?} to reach every replica"
+    );
+
     // SIGKILL one replica mid-load; every receipt id a client received must be stored.
     let received = Arc::new(Mutex::new(HashSet::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -337,11 +381,11 @@ async fn put_policy(http: &reqwest::Client, base: &str, tenant: &str, yaml: &str
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
 }
 
-/// Two `palisade serve` processes sharing Redis (and PostgreSQL) count one limit: of 80
-/// concurrent calls spread over both against a limit of 25 requests, exactly 25 pass; under
-/// a shared token limit the tokens really used by the calls let through stay within it.
+/// Three `palisade serve` processes sharing Redis (and PostgreSQL) count one limit: of 80
+/// concurrent calls spread over them against a limit of 25 requests, exactly 25 pass;
+/// under a shared token limit the tokens really used by the calls let through stay within it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_processes_sharing_redis_enforce_one_limit_exactly() {
+async fn replicas_sharing_redis_enforce_one_limit_exactly() {
     let Ok(redis) = std::env::var("PALISADE_TEST_REDIS_URL") else {
         assert!(
             std::env::var("CI").is_err(),
@@ -368,9 +412,11 @@ async fn two_processes_sharing_redis_enforce_one_limit_exactly() {
             ("PALISADE_LIMITS_ON_REDIS_ERROR", "fail_closed".to_string()),
         ]
     };
-    let a = serve_with(&db.url, &upstream, extra()).await;
-    let b = serve_with(&db.url, &upstream, extra()).await;
-    let bases = [a.1.clone(), b.1.clone()];
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(serve_with(&db.url, &upstream, extra()).await);
+    }
+    let bases: Vec<String> = replicas.iter().map(|r| r.1.clone()).collect();
     let http = reqwest::Client::new();
     let allow = "tools:\n  - id: all\n    match: \"*\"\n    action: allow\n";
     let mut keys = Vec::new();
@@ -410,7 +456,7 @@ async fn two_processes_sharing_redis_enforce_one_limit_exactly() {
         async move {
             let mut tasks = Vec::new();
             for i in 0..n {
-                let (http, base, key) = (http.clone(), bases[i % 2].clone(), key.clone());
+                let (http, base, key) = (http.clone(), bases[i % 3].clone(), key.clone());
                 tasks.push(tokio::spawn(async move {
                     call_with(&http, &base, &key, &format!("call number {i}")).await
                 }));
@@ -445,7 +491,7 @@ async fn two_processes_sharing_redis_enforce_one_limit_exactly() {
     assert!(used <= 600, "{used} tokens went through a 600-token limit");
     assert!(used > 0);
 
-    for (mut child, _) in [a, b] {
+    for (mut child, _) in replicas {
         let _ = child.start_kill();
         let _ = child.wait().await;
     }

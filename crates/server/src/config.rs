@@ -94,6 +94,11 @@ impl Default for PolicyConfig {
 pub struct StorageConfig {
     /// `sqlite://PATH` (the embedded default) or `postgres://…`.
     pub url: String,
+    /// How long a cached key, tenant or active policy may be served before it is read
+    /// again. On PostgreSQL, changes are also pushed to every replica at once (LISTEN /
+    /// NOTIFY), so this is only the backstop; on SQLite it bounds how long a change made
+    /// by another process (the CLI) takes to be seen.
+    pub cache_ttl_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -233,6 +238,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             url: "sqlite://./palisade.db".into(),
+            cache_ttl_ms: 1000,
         }
     }
 }

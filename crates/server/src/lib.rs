@@ -8,6 +8,7 @@ pub mod admin;
 pub mod alerts_api;
 pub mod approvals;
 pub mod auth;
+pub mod changes;
 pub mod checkpoints;
 pub mod config;
 pub mod content;
@@ -273,6 +274,8 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// Applies the store's change feed (PostgreSQL) to the caches.
+    changes: Option<tokio::task::JoinHandle<()>>,
     /// Opens the store (running migrations), binds `config.listen` and serves.
     pub async fn start(config: Config) -> Result<Self, String> {
         let store = palisade_store::open(&config.storage.url)
@@ -313,6 +316,7 @@ impl RunningServer {
         let app = router(state.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let drain_state = state.clone();
+        let changes = changes::start(&state).await;
         let done = tokio::spawn(async move {
             let (drained_tx, drained_rx) = oneshot::channel::<()>();
             let shutdown = async move {
@@ -354,6 +358,7 @@ impl RunningServer {
         })
     }
 
+            changes,
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -373,6 +378,9 @@ impl RunningServer {
         self.state.receipts.shutdown().await;
         if let Some(audit) = self.audit.take() {
             audit.shutdown().await;
+        if let Some(c) = self.changes.take() {
+            c.abort();
+        }
         }
     }
 }

@@ -87,13 +87,22 @@ pub fn compile_for(
 
 impl Policies {
     pub fn new(store: DynStore) -> Self {
+        Self::with_ttl(store, POLICY_CACHE_TTL)
+    }
+
+    pub fn with_ttl(store: DynStore, ttl: Duration) -> Self {
         Self {
             store,
             cache: moka::future::Cache::builder()
                 .max_capacity(10_000)
-                .time_to_live(POLICY_CACHE_TTL)
+                .time_to_live(ttl)
                 .build(),
         }
+    }
+
+    /// Drops every cached policy (after the change feed lost notifications).
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
     }
 
     async fn active(&self, scope: &str) -> Result<Option<Arc<ActivePolicy>>, ApiError> {

@@ -46,7 +46,8 @@ pub struct AppState {
     draining: Arc<AtomicBool>,
 }
 
-/// How long a cached key row may be served before it is read again.
+/// How long a cached key row may be served before it is read again (the default of
+/// `storage.cache_ttl_ms`).
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 
 impl AppState {
@@ -67,6 +68,7 @@ impl AppState {
         let monitor = crate::sentinel::Monitor::new(&config.sentinel);
         receipts.set_observer(monitor.observer());
         let limits = crate::limits::Limits::from_config(&config)?;
+        let cache_ttl = Duration::from_millis(config.storage.cache_ttl_ms.clamp(1, 3_600_000));
         let webhooks = crate::webhooks::Webhooks::new(http.clone(), &config.sentinel);
         Ok(Self {
             config: Arc::new(config),
@@ -75,14 +77,14 @@ impl AppState {
             webhooks,
             receipts,
             tenant_keys,
-            policies: crate::policy::Policies::new(policies_store),
+            policies: crate::policy::Policies::with_ttl(policies_store, cache_ttl),
             guards: crate::content::Guards::default(),
             limits,
             rng: Arc::new(SystemRandom::new()),
             tracker,
             keys: moka::future::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(KEY_CACHE_TTL)
+                .time_to_live(cache_ttl)
                 .build(),
             draining: Arc::new(AtomicBool::new(false)),
             checkpoint_signer: None,

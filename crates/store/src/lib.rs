@@ -59,6 +59,16 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A change another writer made. `tenant: None` means "anything may have changed" (sent
+/// after the change feed reconnects, since notifications in the gap are lost).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// `tenants`, `api_keys` or `active_policies`.
+    pub table: String,
+    /// Tenant id, or `@platform` for the platform policy.
+    pub tenant: Option<String>,
+}
+
 /// The storage contract. Every tenant-scoped read takes the tenant id explicitly, so a
 /// caller cannot ask for another tenant's rows by id alone.
 #[async_trait]
@@ -67,6 +77,12 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
     /// All migrations known to this binary are applied.
     async fn migrations_applied(&self) -> Result<bool>;
+    /// Changes made by any writer (another replica, the CLI) to what gateways cache:
+    /// tenants, keys, active policies. `None` when the backend cannot push them (SQLite:
+    /// caches then rely on their TTL alone).
+    async fn watch_changes(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Change>>> {
+        Ok(None)
+    }
 
     async fn create_tenant(&self, t: NewTenant) -> Result<Tenant>;
     async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;

@@ -27,6 +27,18 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// when the configured user would bypass row-level security (superuser or BYPASSRLS).
 pub const APP_ROLE: &str = "palisade_app";
 
+/// NOTIFY channel of migration 0050's triggers.
+const CHANGES_CHANNEL: &str = "palisade_changes";
+
+/// A trigger payload `{"table": …, "tenant": …}`; anything unreadable means "resync all".
+fn parse_change(payload: &str) -> crate::Change {
+    let v: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
+    crate::Change {
+        table: v["table"].as_str().unwrap_or("*").to_string(),
+        tenant: v["tenant"].as_str().map(str::to_string),
+    }
+}
+
 /// The `palisade.tenant` value for platform-wide operations.
 const ALL_TENANTS: &str = "*";
 
@@ -314,6 +326,38 @@ impl Store for PostgresStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn watch_changes(&self) -> Result<Option<tokio::sync::mpsc::Receiver<crate::Change>>> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANGES_CHANNEL).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                let change = match listener.try_recv().await {
+                    Ok(Some(n)) => parse_change(n.payload()),
+                    // The connection dropped; the next call reconnects and listens again.
+                    // Whatever was notified in between is lost, so everything is suspect.
+                    Ok(None) => crate::Change {
+                        table: "*".into(),
+                        tenant: None,
+                    },
+                    Err(sqlx::Error::PoolClosed) => return, // the store is shutting down
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change feed: reconnecting");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        crate::Change {
+                            table: "*".into(),
+                            tenant: None,
+                        }
+                    }
+                };
+                if tx.send(change).await.is_err() {
+                    return; // the gateway stopped listening
+                }
+            }
+        });
+        Ok(Some(rx))
     }
 
     async fn migrations_applied(&self) -> Result<bool> {

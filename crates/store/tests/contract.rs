@@ -626,6 +626,78 @@ async fn alerts_are_tenant_scoped_paged_and_acked(b: Backend) {
     assert_eq!(a.details.get("value").and_then(|v| v.as_str()), Some("0.5"));
 }
 
+/// The change feed tells a gateway about writes made elsewhere (another replica, the CLI)
+/// to what it caches, and stays quiet for the last-used stamp. SQLite has no feed.
+async fn change_feed_reports_writes_by_other_processes(b: Backend) {
+    let Some(mut rx) = b.store.watch_changes().await.unwrap() else {
+        assert_eq!(b.name, "sqlite", "only SQLite may lack a change feed");
+        return;
+    };
+    let other = b.reopen().await;
+    async fn next(rx: &mut tokio::sync::mpsc::Receiver<Change>) -> Change {
+        tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a change within 5 s")
+            .unwrap()
+    }
+    let change = |table: &str, tenant: &str| Change {
+        table: table.into(),
+        tenant: Some(tenant.into()),
+    };
+    other.create_tenant(new_tenant("a")).await.unwrap();
+    assert_eq!(next(&mut rx).await, change("tenants", "a"));
+    other.create_key(new_key("key_c", "a")).await.unwrap();
+    assert_eq!(next(&mut rx).await, change("api_keys", "a"));
+    // The throttled last-used stamp is not a change anyone caches.
+    other.touch_key("key_c", now_ms()).await.unwrap();
+    other.revoke_key("a", "key_c").await.unwrap();
+    assert_eq!(next(&mut rx).await, change("api_keys", "a"));
+    other.put_policy("a", "h1", "v1", "admin").await.unwrap();
+    other.activate_policy("a", "h1").await.unwrap();
+    assert_eq!(next(&mut rx).await, change("active_policies", "a"));
+    other
+        .put_policy("@platform", "p1", "p", "admin")
+        .await
+        .unwrap();
+    other.activate_policy("@platform", "p1").await.unwrap();
+    assert_eq!(next(&mut rx).await, change("active_policies", "@platform"));
+    assert!(rx.try_recv().is_err(), "nothing else was reported");
+}
+
+async fn captures_are_stored_once_and_tenant_scoped(b: Backend) {
+    let s = &b.store;
+    for t in ["acme", "globex"] {
+        s.create_tenant(new_tenant(t)).await.unwrap();
+    }
+    let c = CaptureRecord {
+        tenant_id: "acme".into(),
+        id: "cap_1".into(),
+        receipt_id: "r1".into(),
+        created_at: 1234,
+        sealed: "{\"alg\":\"A256GCM\"}".into(),
+    };
+    s.put_capture(&c).await.unwrap();
+    assert!(matches!(
+        s.put_capture(&c).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        s.get_capture("acme", "cap_1").await.unwrap(),
+        Some(c.clone())
+    );
+    assert!(s.get_capture("globex", "cap_1").await.unwrap().is_none());
+    assert!(s.get_capture("acme", "cap_2").await.unwrap().is_none());
+    // The same id in another tenant is a different row.
+    let other = CaptureRecord {
+        tenant_id: "globex".into(),
+        ..c.clone()
+    };
+    s.put_capture(&other).await.unwrap();
+    assert_eq!(s.get_capture("globex", "cap_1").await.unwrap(), Some(other));
+    let again = b.reopen().await;
+    assert_eq!(again.get_capture("acme", "cap_1").await.unwrap(), Some(c));
+}
+
 /// Generates one `#[tokio::test]` per backend for each contract test.
 macro_rules! contract_suite {
     ($($name:ident),* $(,)?) => {
@@ -741,6 +813,7 @@ async fn approvals_are_cas_single_use_and_tenant_scoped(b: Backend) {
 }
 
 contract_suite!(
+    change_feed_reports_writes_by_other_processes,
     tenants_crud,
     key_rotation_grace_and_networks,
     key_lifecycle_is_tenant_scoped,

@@ -71,6 +71,10 @@ struct Args {
     /// Exit with status 3 when any request failed (the JSON is printed either way).
     #[arg(long)]
     fail_on_errors: bool,
+    /// More targets (`host:port`, same path) sharing the load: worker i uses target
+    /// i mod n, as a round-robin load balancer in front of replicas would. Repeatable.
+    #[arg(long = "also")]
+    also: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +98,8 @@ enum SetupError {
 
 /// Everything a worker needs, shared read-only.
 struct Plan {
-    addr: SocketAddr,
+    /// Targets; worker i connects to `addrs[i % len]`.
+    addrs: Vec<SocketAddr>,
     uri: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
@@ -212,6 +217,15 @@ fn run(args: Args) -> Result<ExitCode, SetupError> {
         .map_err(|e| SetupError::Url(format!("{}: {e}", authority.host())))?
         .next()
         .ok_or_else(|| SetupError::Url(format!("{}: no address", authority.host())))?;
+    let mut addrs = vec![addr];
+    for a in &args.also {
+        addrs.push(
+            std::net::ToSocketAddrs::to_socket_addrs(a.as_str())
+                .map_err(|e| SetupError::Url(format!("--also {a}: {e}")))?
+                .next()
+                .ok_or_else(|| SetupError::Url(format!("--also {a}: no address")))?,
+        );
+    }
     let path = uri
         .path_and_query()
         .map(|p| p.as_str().to_string())
@@ -283,7 +297,7 @@ fn run(args: Args) -> Result<ExitCode, SetupError> {
         let start = Instant::now();
         let measure_from = start + Duration::from_secs_f64(args.warmup);
         let plan = Arc::new(Plan {
-            addr,
+            addrs,
             uri: origin_form,
             headers,
             body: Bytes::from(body),
@@ -296,8 +310,8 @@ fn run(args: Args) -> Result<ExitCode, SetupError> {
             tickets: args.requests.map(AtomicU64::new),
         });
         let mut tasks = Vec::with_capacity(args.concurrency);
-        for _ in 0..args.concurrency {
-            tasks.push(tokio::spawn(worker(plan.clone())));
+        for i in 0..args.concurrency {
+            tasks.push(tokio::spawn(worker(plan.clone(), i)));
         }
         let mut results = Vec::with_capacity(tasks.len());
         for t in tasks {
@@ -444,7 +458,8 @@ enum Outcome {
     Transport(String),
 }
 
-async fn worker(plan: Arc<Plan>) -> WorkerResult {
+async fn worker(plan: Arc<Plan>, index: usize) -> WorkerResult {
+    let addr = plan.addrs[index % plan.addrs.len()];
     let mut r = WorkerResult::default();
     let mut conn: Option<SendRequest<Full<Bytes>>> = None;
     loop {
@@ -467,7 +482,7 @@ async fn worker(plan: Arc<Plan>) -> WorkerResult {
         }
         let sender = match conn.as_mut() {
             Some(s) if !s.is_closed() => s,
-            _ => match connect(plan.addr).await {
+            _ => match connect(addr).await {
                 Ok(s) => {
                     r.connects += 1;
                     conn.insert(s)

@@ -199,6 +199,13 @@ async fn shape_plain_errors(resp: Response) -> Response {
         400 | 422 => ("invalid_request", "the request could not be parsed"),
         _ => ("error", "request failed"),
     };
+    // Anthropic answers unparseable requests with 400 `invalid_request_error`; axum's
+    // extractors say 422. SDKs and clients expect the former.
+    let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+        StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
     ApiError::new(status, reason, message).into_response()
 }
 

@@ -503,6 +503,19 @@ fn operation(o: &Op) -> Value {
     if !matches!(o.auth, Auth::Public | Auth::MetricsToken) {
         responses.insert("400".into(), err("invalid request"));
     }
+    if o.path.contains('{') {
+        responses
+            .entry("404")
+            .or_insert_with(|| err("no such object (another tenant's answers the same)"));
+    }
+    if o.body == YAML {
+        // Policy uploads: an existing version is answered 200, a new one 201.
+        responses.insert("200".into(), json!({"description": "this version already exists"}));
+        responses.insert(
+            "422".into(),
+            err("the policy does not validate; `diagnostics` lists file, line, column and message"),
+        );
+    }
     v.insert("responses".into(), Value::Object(responses));
     Value::Object(v)
 }

@@ -76,6 +76,7 @@ async fn receipt(
     r.key_id = Some(p.key.id.clone());
     r.user_id = p.key.user_id.clone();
     r.reason_code = Some(format!("approval:{}", a.id));
+    r.approval_id = Some(a.id.clone());
     let mut details = json!({
         "approval_id": a.id,
         "tool": a.tool,

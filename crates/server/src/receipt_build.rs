@@ -188,6 +188,8 @@ impl Draft {
             details.insert("retries".into(), Value::from(self.retries));
         }
         if !self.approvals.is_empty() {
+            // The first opened approval in the schema's field; all of them in details.
+            r.approval_id = self.approvals.first().cloned();
             details.insert("approvals".into(), Value::from(self.approvals));
         }
         r.details = Value::Object(details);

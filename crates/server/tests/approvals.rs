@@ -337,8 +337,17 @@ async fn messages_tool_use_needing_approval_is_withheld_then_released_once() {
     assert!(
         receipts
             .iter()
-            .any(|r| r["kind"] == "message" && r["details"]["approvals"].is_array()),
-        "a message receipt lists its approvals"
+            .any(|r| r["kind"] == "message"
+                && r["details"]["approvals"].is_array()
+                && r["approval_id"] == r["details"]["approvals"][0]),
+        "a message receipt lists its approvals and names the first in approval_id"
+    );
+    assert!(
+        receipts
+            .iter()
+            .filter(|r| r["kind"] == "approval")
+            .all(|r| r["approval_id"].as_str().is_some_and(|a| a.starts_with("apr_"))),
+        "approval receipts name their approval"
     );
     assert!(receipts.iter().any(|r| r["kind"] == "message"
         && r["tools"].as_array().is_some_and(|t| t.iter().any(|t| {
@@ -400,9 +409,20 @@ async fn approvals_webhook_is_signed_retried_and_carries_no_args() {
         kinds[0],
         ("approval.requested".to_string(), json!("pending"))
     );
-    assert_eq!(
-        kinds[1], kinds[0],
-        "the 503 was retried with the same event"
-    );
+    // The first delivery (the request) got a 503 and was retried; deliveries run in the
+    // background, so the decision may arrive before the retry.
+    let requested: Vec<_> = seen
+        .iter()
+        .filter(|(h, _)| h["x-palisade-event"] == "approval.requested")
+        .map(|(h, _)| {
+            (
+                h["x-palisade-event-id"].to_str().unwrap().to_string(),
+                h["x-palisade-attempt"].to_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(requested.len(), 2, "{requested:?}");
+    assert_eq!(requested[0].0, requested[1].0, "the retry is the same event");
+    assert_eq!((&*requested[0].1, &*requested[1].1), ("1", "2"));
     assert!(kinds.contains(&("approval.decided".to_string(), json!("approved"))));
 }

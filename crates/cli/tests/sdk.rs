@@ -135,6 +135,7 @@ async fn official_sdks_work_through_palisade() {
         listen: "127.0.0.1:0".into(),
         storage: StorageConfig {
             url: format!("sqlite://{}", dir.path().join("palisade.db").display()),
+            ..defaults.storage.clone()
         },
         anthropic: AnthropicConfig {
             base_url: mock.base_url(),

@@ -5,6 +5,7 @@
 mod audit_cmd;
 mod demo;
 mod policy_cmd;
+mod telemetry;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -117,7 +118,7 @@ use audit_cmd::AuditCmd;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    let telemetry = telemetry::init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -128,27 +129,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    match rt.block_on(run(cli)) {
+    let code = match rt.block_on(run(cli)) {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(2)
         }
-    }
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("PALISADE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("PALISADE_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
 fn load_config(path: Option<&str>) -> Result<Config> {

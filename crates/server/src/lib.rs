@@ -134,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(shape_plain_errors))
+        .layer(axum::middleware::from_fn(request_span))
         .layer(axum::middleware::map_request(access::stamp_peer))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
@@ -169,6 +170,38 @@ async fn method_not_allowed() -> ApiError {
 
 /// Axum's own rejections (body too large, bad path, wrong content) are plain text; the
 /// SDKs expect Anthropic's JSON error shape on every error.
+/// One span per request (exported as an OTLP trace when configured): method, route
+/// template (never the raw path, which can hold ids), status and receipt id. No headers,
+/// no body.
+async fn request_span(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let span = tracing::info_span!(
+        "palisade.request",
+        otel.name = %format!("{} {route}", req.method()),
+        http.request.method = %req.method(),
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        palisade.receipt_id = tracing::field::Empty,
+    );
+    let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    span.record("http.response.status_code", resp.status().as_u16());
+    if let Some(id) = resp
+        .headers()
+        .get("x-palisade-receipt-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        span.record("palisade.receipt_id", id);
+    }
+    resp
+}
+
 async fn shape_plain_errors(resp: Response) -> Response {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {

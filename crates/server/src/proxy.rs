@@ -106,7 +106,11 @@ async fn detached(
 ) -> Response {
     let tracker = state.tracker.clone();
     match tracker
-        .spawn(handle(state, peer, headers, body, endpoint))
+        .spawn(tracing::Instrument::instrument(
+            handle(state, peer, headers, body, endpoint),
+            // The detached call stays inside the request's span (OTLP traces).
+            tracing::Span::current(),
+        ))
         .await
     {
         Ok(r) => r,
@@ -487,7 +491,10 @@ async fn unary_call(
             deadline,
             tokio::time::timeout(
                 state.config.timeouts.first_byte(),
-                upstream.send(&state).send(),
+                tracing::Instrument::instrument(
+                    upstream.send(&state).send(),
+                    tracing::info_span!("palisade.upstream"),
+                ),
             ),
         );
         let resp = match send.await {
@@ -777,7 +784,10 @@ async fn stream_call(
 ) -> Response {
     let send = tokio::time::timeout(
         state.config.timeouts.first_byte(),
-        upstream.send(&state).send(),
+        tracing::Instrument::instrument(
+                    upstream.send(&state).send(),
+                    tracing::info_span!("palisade.upstream"),
+                ),
     );
     let waiting = Instant::now();
     let sent = send.await;

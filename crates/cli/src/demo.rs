@@ -495,8 +495,9 @@ pub async fn run() -> Result<u8> {
 
     sentinel_demo(&demo, globex).await?;
     limits_and_approvals_demo(&demo, initech).await?;
+    moderation_demo(&demo).await?;
 
-    section("11. Verifying every tenant's receipt chain");
+    section("12. Verifying every tenant's receipt chain");
     let store = server.state.store.clone();
     let code = crate::audit_verify(&store, None).await?;
     server.shutdown().await;
@@ -506,6 +507,98 @@ pub async fn run() -> Result<u8> {
     }
     println!("\nDone. Run `palisade serve` with ANTHROPIC_API_KEY to put this in front of Claude.");
     Ok(0)
+}
+
+/// Moderation (issue 9): the same model answer is blocked for a finance tenant whose policy
+/// forbids investment advice at BLOCK_LOW_AND_ABOVE and released for a games tenant. The
+/// mock judge scores the answer from a `[[mock:judge=…]]` marker the mock model appends.
+async fn moderation_demo(demo: &Demo) -> Result<()> {
+    section("11. Moderation: per-tenant harm thresholds (finance vs games)");
+    let finance = r#"moderation:
+  provider: judge
+  policy_text: "No investment advice: never recommend buying or selling securities."
+  output: { policy: BLOCK_LOW_AND_ABOVE, violence: BLOCK_MEDIUM_AND_ABOVE }
+  on_failure: closed
+"#;
+    let games = r#"moderation:
+  provider: judge
+  output: { policy: BLOCK_NONE, violence: BLOCK_ONLY_HIGH }
+  on_failure: open
+"#;
+    let mut keys = Vec::new();
+    for (id, name, policy) in [
+        ("finwise", "FinWise", finance),
+        ("pixelplay", "PixelPlay", games),
+    ] {
+        demo.admin_post(
+            "/admin/v1/tenants",
+            json!({"id": id, "name": name, "plan": "pro"}),
+        )
+        .await?;
+        let key = demo
+            .admin_post(
+                &format!("/admin/v1/tenants/{id}/keys"),
+                json!({"name": format!("{id} backend"), "role": "editor", "user_id": format!("{id}-user-1")}),
+            )
+            .await?;
+        demo.admin_put_policy(
+            &format!("/admin/v1/tenants/{id}/policy?activate=true"),
+            policy,
+        )
+        .await?;
+        keys.push((id, key["secret"].as_str().unwrap_or_default().to_string()));
+    }
+    println!(
+        "  finwise output thresholds: policy BLOCK_LOW_AND_ABOVE (\"No investment advice\"), violence BLOCK_MEDIUM_AND_ABOVE"
+    );
+    println!("  pixelplay output thresholds: policy BLOCK_NONE, violence BLOCK_ONLY_HIGH");
+    println!("  the judge is claude-haiku-4-5 through the upstream (here: the mock in judge mode)");
+    let body = json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": "Should I put my savings into ACME stock? [[mock:reply=Yes, buy ACME now, it will double.]] [[mock:judge_reply=policy:0.4]]"}]
+    });
+    for (id, key) in &keys {
+        let (status, v, receipt) = demo.message(key, &body).await?;
+        let shown = if status == 200 {
+            // The mock model's answer carries the judge marker; the client would not see one.
+            format!(
+                "{:?}",
+                text_of(&v).split(" [[mock:").next().unwrap_or_default()
+            )
+        } else {
+            format!(
+                "{} ({})",
+                v["error"]["message"].as_str().unwrap_or_default(),
+                v["error"]["palisade_reason"].as_str().unwrap_or_default()
+            )
+        };
+        println!("  {id:<9} same answer, judge scored policy 0.40 -> {status} {shown}");
+        let rid = receipt.or_else(|| v["error"]["receipt_id"].as_str().map(str::to_string));
+        if let Some(rid) = rid {
+            let r = demo
+                .http
+                .get(format!("{}/v1/receipts/{rid}", demo.gateway))
+                .header("x-api-key", key)
+                .send()
+                .await?
+                .json::<Value>()
+                .await?;
+            let m = &r["details"]["moderation"]["output"];
+            println!(
+                "            receipt …{}: verdict {} category {} score {} threshold {} judge {} µs, {}+{} judge tokens",
+                &rid[rid.len().saturating_sub(12)..],
+                m["verdict"].as_str().unwrap_or("-"),
+                m["category"].as_str().unwrap_or("-"),
+                m["score"].as_str().unwrap_or("-"),
+                m["threshold"].as_str().unwrap_or("-"),
+                m["latency_us"],
+                m["judge_input_tokens"],
+                m["judge_output_tokens"],
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Sentinel: a burst of refused tool calls for one tenant raises a deny-rate alert, which

@@ -32,6 +32,8 @@ async fn demo_runs_offline_and_shows_every_section() {
         "[tool_use deleteRecord",
         "429 rate_limit_error",
         "GET /v1/alerts → alr_",
+        "judge scored policy 0.40 -> 400",
+        "judge scored policy 0.40 -> 200",
         "Verifying every tenant's receipt chain",
         "initech: ok",
         "Done.",

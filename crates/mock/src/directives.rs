@@ -35,6 +35,9 @@ pub struct Directives {
     pub max_tokens: bool,
     pub stop_sequence: Option<String>,
     pub stream_error: Option<u16>,
+    /// `judge_reply=SPEC`: the reply ends with `[[mock:judge=SPEC]]`, so an output judge
+    /// that reads the reply finds its verdict there.
+    pub judge_reply: Option<String>,
 }
 
 impl Default for Directives {
@@ -53,6 +56,7 @@ impl Default for Directives {
             max_tokens: false,
             stop_sequence: None,
             stream_error: None,
+            judge_reply: None,
         }
     }
 }
@@ -135,11 +139,18 @@ pub fn parse<'a>(
             ("max_tokens", None) => d.max_tokens = true,
             ("stop_sequence", Some(v)) => d.stop_sequence = Some(v.to_owned()),
             ("stream_error", Some(v)) => d.stream_error = Some(status(name, v)?),
-            // Reserved for the moderation judge of a later issue; accepted so tests can start using it.
-            ("judge", _) => {}
+            // Read by the judge mode (see `JudgeSpec`); validated here so a typo fails loudly.
+            ("judge", Some(v)) => {
+                JudgeSpec::parse(v)?;
+            }
+            ("judge_reply", Some(v)) => {
+                JudgeSpec::parse(v)?;
+                d.judge_reply = Some(v.to_owned());
+            }
             (
                 "reply" | "error" | "error_once" | "retry_after" | "latency_ms" | "stream_delay_ms"
-                | "chunk" | "tool_use" | "stall_after" | "stop_sequence" | "stream_error",
+                | "chunk" | "tool_use" | "stall_after" | "stop_sequence" | "stream_error" | "judge"
+                | "judge_reply",
                 None,
             ) => {
                 return Err(format!(
@@ -155,6 +166,92 @@ pub fn parse<'a>(
         }
     }
     Ok(d)
+}
+
+/// The marker in a judge request's system prompt that switches the mock to judge mode.
+pub const JUDGE_MARKER: &str = "[[palisade:judge]]";
+
+/// Harm categories of a verdict's `scores`, then `policy` (→ `policy_violation`).
+pub const JUDGE_CATEGORIES: [&str; 7] = [
+    "harassment",
+    "hate",
+    "sexual",
+    "violence",
+    "self_harm",
+    "dangerous",
+    "policy",
+];
+
+/// What a judge-mode answer looks like: `judge=violence:0.6,hate:0.1`, `judge=malformed`,
+/// `judge=extra_field`, `judge=slow:5000` (items combine with commas).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JudgeSpec {
+    /// Score per category (index into [`JUDGE_CATEGORIES`]); unset ones are 0.
+    pub scores: [f64; 7],
+    /// Answer prose instead of JSON.
+    pub malformed: bool,
+    /// Answer JSON with an extra, unknown field.
+    pub extra_field: bool,
+    /// Sleep this long first.
+    pub slow_ms: Option<u64>,
+}
+
+impl JudgeSpec {
+    pub fn parse(v: &str) -> Result<JudgeSpec, String> {
+        let mut out = JudgeSpec::default();
+        for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match item.split_once(':') {
+                None if item == "malformed" => out.malformed = true,
+                None if item == "extra_field" => out.extra_field = true,
+                Some(("slow", ms)) => out.slow_ms = Some(number("judge slow", ms)?),
+                Some((cat, score)) => {
+                    let i = JUDGE_CATEGORIES
+                        .iter()
+                        .position(|c| *c == cat.trim())
+                        .ok_or_else(|| {
+                            format!(
+                                "mock directive judge: unknown category `{cat}` (expected one of {})",
+                                JUDGE_CATEGORIES.join(", ")
+                            )
+                        })?;
+                    let s: f64 = score
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("mock directive judge: `{score}` is not a number"))?;
+                    if let Some(slot) = out.scores.get_mut(i) {
+                        *slot = s;
+                    }
+                }
+                None => {
+                    return Err(format!(
+                        "mock directive judge: unknown item `{item}` (CATEGORY:SCORE, slow:MS, malformed, extra_field)"
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The verdict text the judge answers with.
+    pub fn verdict_text(&self) -> String {
+        if self.malformed {
+            return "I am sorry, I cannot rate this text.".to_owned();
+        }
+        let mut scores = Map::new();
+        for (name, s) in JUDGE_CATEGORIES.iter().zip(self.scores).take(6) {
+            scores.insert((*name).to_owned(), Value::from(s));
+        }
+        let mut v = Map::new();
+        v.insert("scores".into(), Value::Object(scores));
+        v.insert(
+            "policy_violation".into(),
+            Value::from(self.scores.get(6).copied().unwrap_or(0.0)),
+        );
+        if self.extra_field {
+            v.insert("explanation".into(), Value::from("extra"));
+        }
+        Value::Object(v).to_string()
+    }
 }
 
 fn number(name: &str, v: &str) -> Result<u64, String> {
@@ -236,5 +333,22 @@ mod tests {
         assert!(parse(tokens("[[mock:error=200]]")).is_err());
         assert!(parse(tokens("[[mock:tool_use=a:[1]]]")).is_err());
         assert!(parse(tokens("[[mock:chunk=0]]")).is_err());
+    }
+
+    #[test]
+    fn judge_specs() {
+        let s = JudgeSpec::parse("violence:0.6, hate:0.1,slow:20").unwrap();
+        assert_eq!(s.scores[3], 0.6);
+        assert_eq!(s.scores[1], 0.1);
+        assert_eq!(s.slow_ms, Some(20));
+        let v: Value = serde_json::from_str(&s.verdict_text()).unwrap();
+        assert_eq!(v["scores"]["violence"], 0.6);
+        assert_eq!(v["policy_violation"], 0.0);
+        assert!(JudgeSpec::parse("malformed").unwrap().malformed);
+        assert!(JudgeSpec::parse("nope:1").is_err());
+        assert!(JudgeSpec::parse("hate:x").is_err());
+        assert!(parse(tokens("[[mock:judge=bogus]]")).is_err());
+        let d = parse(tokens("[[mock:judge_reply=policy:0.9]]")).unwrap();
+        assert_eq!(d.judge_reply.as_deref(), Some("policy:0.9"));
     }
 }

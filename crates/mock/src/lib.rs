@@ -98,6 +98,7 @@ struct Inner {
     config: MockConfig,
     records: Mutex<Vec<RecordedRequest>>,
     failed_once: Mutex<HashSet<String>>,
+    cancelled: std::sync::atomic::AtomicUsize,
     shutdown: watch::Sender<bool>,
 }
 
@@ -108,6 +109,7 @@ impl MockState {
             config,
             records: Mutex::new(Vec::new()),
             failed_once: Mutex::new(HashSet::new()),
+            cancelled: std::sync::atomic::AtomicUsize::new(0),
             shutdown,
         }))
     }
@@ -124,8 +126,23 @@ impl MockState {
             .clone()
     }
 
+    /// API requests the client abandoned before the mock answered (their handling was
+    /// dropped mid-way, e.g. during a `latency_ms` sleep). Reset by `clear()`.
+    pub fn cancelled(&self) -> usize {
+        self.0.cancelled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn note_cancelled(&self) {
+        self.0
+            .cancelled
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Forgets recorded requests and which `error_once` keys have already failed.
     pub fn clear(&self) {
+        self.0
+            .cancelled
+            .store(0, std::sync::atomic::Ordering::SeqCst);
         self.0
             .records
             .lock()
@@ -233,6 +250,11 @@ impl MockServer {
 
     pub fn clear(&self) {
         self.state.clear();
+    }
+
+    /// See [`MockState::cancelled`].
+    pub fn cancelled(&self) -> usize {
+        self.state.cancelled()
     }
 
     pub fn state(&self) -> &MockState {

@@ -87,7 +87,28 @@ async fn handle(State(state): State<MockState>, req: Request) -> Response {
     if parts.method != Method::POST {
         return error_response(405, "Method Not Allowed", &rid, None);
     }
-    api(&state, &parts.headers, parsed, endpoint, &rid).await
+    let mut watch = Unfinished {
+        state: &state,
+        done: false,
+    };
+    let resp = api(&state, &parts.headers, parsed, endpoint, &rid).await;
+    watch.done = true;
+    resp
+}
+
+/// Counts API requests whose handling was dropped before an answer existed (the client
+/// went away, e.g. a gateway cancelling an upstream call).
+struct Unfinished<'a> {
+    state: &'a MockState,
+    done: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.state.note_cancelled();
+        }
+    }
 }
 
 async fn api(
@@ -119,6 +140,9 @@ async fn api(
     };
     if let Err(msg) = wire::validate(&body, endpoint) {
         return error_response(400, &msg, rid, None);
+    }
+    if endpoint == Endpoint::Messages && wire::is_judge_request(&body) {
+        return judge(&body, rid).await;
     }
     let d = match wire::directives_of(&body) {
         Ok(d) => d,
@@ -196,6 +220,24 @@ async fn api(
         Some(rid),
         body,
     )
+}
+
+/// Judge mode: a strict JSON verdict derived from the `judge` directive of the judged text
+/// (all zeros without one). Non-streaming only, as the gateway's judge asks.
+async fn judge(body: &Value, rid: &str) -> Response {
+    let spec = match wire::judge_spec_of(body) {
+        Ok(s) => s,
+        Err(msg) => return error_response(400, &msg, rid, None),
+    };
+    if let Some(ms) = spec.slow_ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let d = crate::directives::Directives {
+        reply: Some(spec.verdict_text()),
+        ..Default::default()
+    };
+    let reply = Reply::plan(body, &d);
+    json_response(StatusCode::OK, &reply.message_json(), Some(rid))
 }
 
 /// The API key: `x-api-key`, else an `Authorization: Bearer` token — recent official SDKs

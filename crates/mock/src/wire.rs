@@ -195,6 +195,30 @@ fn last_user_echo(body: &Value) -> String {
     directives::strip(&parts.join("\n"))
 }
 
+/// Whether this is a moderation judge request (its system prompt carries the marker).
+pub fn is_judge_request(body: &Value) -> bool {
+    system_texts(body)
+        .iter()
+        .any(|s| s.contains(directives::JUDGE_MARKER))
+}
+
+/// The judge directive of a judge request: the last `[[mock:judge=…]]` in the last user
+/// message (the text being judged). Every other directive there is ignored: it was meant
+/// for the main call, not for the judge.
+pub fn judge_spec_of(body: &Value) -> Result<directives::JudgeSpec, String> {
+    let mut spec = None;
+    for t in last_user_texts(body) {
+        for (name, value) in directives::tokens(t) {
+            if name == "judge"
+                && let Some(v) = value
+            {
+                spec = Some(v);
+            }
+        }
+    }
+    spec.map_or_else(|| Ok(Default::default()), directives::JudgeSpec::parse)
+}
+
 /// Directives from the system prompt, then the last user message (so the user's win).
 pub fn directives_of(body: &Value) -> Result<Directives, String> {
     let system = system_texts(body);
@@ -265,10 +289,13 @@ pub struct Reply {
 
 impl Reply {
     pub fn plan(body: &Value, d: &Directives) -> Self {
-        let text = match &d.reply {
+        let mut text = match &d.reply {
             Some(r) => r.clone(),
             None => format!("You said: {}", last_user_echo(body)),
         };
+        if let Some(spec) = &d.judge_reply {
+            text.push_str(&format!(" [[mock:judge={spec}]]"));
+        }
         let tool_uses: Vec<_> = if d.max_tokens {
             Vec::new()
         } else {

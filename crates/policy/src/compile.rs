@@ -78,6 +78,7 @@ pub(crate) struct Inner {
     pub schemas: Vec<CSchema>,
     pub content: ContentRules,
     pub limits: Vec<crate::limits::LimitRule>,
+    pub moderation: Option<crate::moderation::ModerationRules>,
     pub warnings: Vec<Diagnostic>,
 }
 
@@ -187,6 +188,7 @@ pub fn compile(parsed: &ParsedPolicy) -> Result<CompiledPolicy, Vec<Diagnostic>>
             schemas,
             content: parsed.content.clone(),
             limits: parsed.limits.clone(),
+            moderation: parsed.moderation.clone(),
             warnings: parsed.warnings.clone(),
         }),
     })
@@ -201,6 +203,11 @@ impl CompiledPolicy {
     /// The `limits:` and `budgets:` entries.
     pub fn limits(&self) -> &[crate::limits::LimitRule] {
         &self.inner.limits
+    }
+
+    /// The `moderation:` section, if the policy has one.
+    pub fn moderation(&self) -> Option<&crate::moderation::ModerationRules> {
+        self.inner.moderation.as_ref()
     }
 
     pub fn content(&self) -> &ContentRules {

@@ -13,6 +13,7 @@ mod eval;
 mod glob;
 mod limits;
 mod model;
+mod moderation;
 mod parse;
 mod regex_util;
 mod yaml;
@@ -29,6 +30,13 @@ pub use limits::{LimitRule, LimitScope, LimitUnit, LimitWindow, MAX_LIMITS, MICR
 pub use model::{
     Condition, FieldPath, Layer, Leaf, Op, ParsedPolicy, Root, Rule, TemplatePart, ToolSchema,
     ValueExpr, Verdict,
+};
+pub use moderation::{
+    CUTOFF_HIGH, CUTOFF_LOW, CUTOFF_MEDIUM, Category as ModerationCategory, Deciding,
+    EffectiveModeration, Evaluation, FailurePolicy, LayerThresholds, MAX_POLICY_TEXT,
+    ModerationDirection, ModerationRules, Provider as ModerationProvider, Scores, StreamMode,
+    Threshold, Thresholds, VerdictError, effective_moderation, evaluate as evaluate_moderation,
+    parse_verdict, verdict_from_value,
 };
 pub use parse::{MAX_RULES, parse};
 pub use yaml::{MAX_ALIASES, MAX_DEPTH, MAX_SOURCE_BYTES};

@@ -419,6 +419,8 @@ pub struct ParsedPolicy {
     pub floors_pos: Option<Pos>,
     /// `limits:` then `budgets:` entries, in file order.
     pub limits: Vec<crate::limits::LimitRule>,
+    /// The `moderation:` section, if present.
+    pub moderation: Option<crate::moderation::ModerationRules>,
     pub warnings: Vec<Diagnostic>,
 }
 

@@ -19,6 +19,7 @@ const TOP_FIELDS: &[&str] = &[
     "content",
     "limits",
     "budgets",
+    "moderation",
     "name",
     "description",
 ];
@@ -71,6 +72,7 @@ pub fn parse(source: &str, file_name: &str) -> Result<ParsedPolicy, Vec<Diagnost
         content: Default::default(),
         floors_pos: None,
         limits: Vec::new(),
+        moderation: None,
         warnings: Vec::new(),
     };
     if root.is_null() {
@@ -128,6 +130,9 @@ pub fn parse(source: &str, file_name: &str) -> Result<ParsedPolicy, Vec<Diagnost
                     let (content, floors_pos) = parse_content(&mut sink, v);
                     policy.content = content;
                     policy.floors_pos = floors_pos;
+                }
+                "moderation" => {
+                    policy.moderation = Some(crate::moderation::parse_moderation(&mut sink, v));
                 }
                 "limits" | "budgets" => {
                     crate::limits::parse_limits(&mut sink, v, key == "budgets", &mut policy.limits);

@@ -78,6 +78,18 @@ async fn latency(store: DynStore, n: usize) -> (Duration, Duration) {
     (samples[n / 2], samples[n * 99 / 100])
 }
 
+/// The store alone: `append_receipts` with fixed batches, no writer task and no waiting
+/// callers, to separate the store's capacity from the hand-offs around it.
+async fn store_only(store: DynStore, batch: usize, batches: usize) -> f64 {
+    let start = Instant::now();
+    for i in 0..batches {
+        let tenant = format!("tenant-{}", i % 8);
+        let rs = (0..batch).map(|_| receipt(&tenant)).collect();
+        store.append_receipts(rs).await.unwrap();
+    }
+    (batch * batches) as f64 / start.elapsed().as_secs_f64()
+}
+
 async fn run(
     label: &str,
     open: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = DynStore>>>,
@@ -86,6 +98,10 @@ async fn run(
         let per = if c == 1 { 3000 } else { 40_000 / c };
         let rate = throughput(open().await, c, per).await;
         println!("{label:<10} concurrency {c:>3}: {rate:>9.0} committed receipts/s");
+    }
+    for batch in [1usize, 64] {
+        let rate = store_only(open().await, batch, 20_000 / batch).await;
+        println!("{label:<10} store only, batches of {batch:>3}: {rate:>9.0} receipts/s");
     }
     let (p50, p99) = latency(open().await, 3000).await;
     println!("{label:<10} one call's commit at concurrency 1: p50 {p50:?}, p99 {p99:?}");

@@ -27,6 +27,44 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Sentinel anomaly detection, alert routing and `/metrics`.
     pub sentinel: crate::sentinel::SentinelSettings,
+    /// Moderation providers (gateway-wide; thresholds live in policies).
+    pub moderation: ModerationConfig,
+}
+
+/// Gateway-wide moderation settings (see docs/moderation.md). Per-tenant thresholds,
+/// provider choice and failure policy are in the policy's `moderation:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModerationConfig {
+    /// Model the LLM judge runs on (through `anthropic.base_url`).
+    pub judge_model: String,
+    /// `max_tokens` of a judge call; a verdict is small.
+    pub judge_max_tokens: u64,
+    /// Whole provider call (judge or HTTP classifier), body included.
+    pub timeout_ms: u64,
+    /// Most bytes of text sent for one verdict (the first bytes of the text are judged).
+    pub max_text_bytes: usize,
+    /// Largest provider response read.
+    pub max_response_bytes: usize,
+    /// Whether judge tokens count toward the tenant's token limits and budgets.
+    pub count_judge_tokens: bool,
+    /// Hosts (`host` or `host:port`, comma-separated) a tenant policy's `http_url` may
+    /// name. Empty: tenants cannot choose an HTTP classifier (the platform policy can).
+    pub http_allowed_hosts: String,
+}
+
+impl Default for ModerationConfig {
+    fn default() -> Self {
+        Self {
+            judge_model: "claude-haiku-4-5".into(),
+            judge_max_tokens: 200,
+            timeout_ms: 3_000,
+            max_text_bytes: 32 * 1024,
+            max_response_bytes: 64 * 1024,
+            count_judge_tokens: true,
+            http_allowed_hosts: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -53,6 +91,8 @@ pub struct AuditConfig {
     /// Retention for tenants without a `retention_days` attribute, and for deleted
     /// tenants' chains (0 = keep forever).
     pub default_retention_days: u64,
+    /// SIEM sinks fed with every committed receipt (`sinks.rs`; config file only).
+    pub sinks: Vec<crate::sinks::SinkConfig>,
 }
 
 impl Default for AuditConfig {
@@ -63,6 +103,7 @@ impl Default for AuditConfig {
             checkpoint_interval_ms: 60_000,
             purge_interval_ms: 3_600_000,
             default_retention_days: 0,
+            sinks: Vec::new(),
         }
     }
 }
@@ -211,6 +252,36 @@ pub struct ReceiptConfig {
     pub max_batch: usize,
     /// Whether the client address is recorded.
     pub record_client_addr: bool,
+    /// `sync` (default: a response waits for its receipt's commit) or `write_behind`
+    /// (it does not; see docs/receipts.md for the loss window).
+    pub mode: String,
+    /// Write-behind: most receipts accepted but not yet committed; callers wait beyond.
+    pub write_behind_max_pending: usize,
+    /// NDJSON file for receipts that could not be committed (fail-open tenants, failed
+    /// write-behind batches). Default: `<db>.receipt-spill.ndjson` for SQLite,
+    /// `./palisade-receipt-spill.ndjson` otherwise.
+    pub spill_file: Option<String>,
+    /// Content capture (tenants with `capture_content: true`): most bytes kept per
+    /// direction (prompt, output); longer content is truncated and flagged.
+    pub capture_max_bytes: usize,
+}
+
+impl ReceiptConfig {
+    /// The spill file path for a storage URL.
+    pub fn spill_path(&self, storage_url: &str) -> String {
+        if let Some(p) = &self.spill_file {
+            return p.clone();
+        }
+        let db = storage_url
+            .strip_prefix("sqlite://")
+            .or_else(|| storage_url.strip_prefix("sqlite:"))
+            .map(|p| p.split('?').next().unwrap_or(p))
+            .filter(|p| !p.contains(":memory:") && !p.is_empty());
+        match db {
+            Some(p) => format!("{p}.receipt-spill.ndjson"),
+            None => "./palisade-receipt-spill.ndjson".into(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -230,6 +301,7 @@ impl Default for Config {
             auth: crate::access::AuthConfig::default(),
             redis: RedisConfig::default(),
             sentinel: crate::sentinel::SentinelSettings::default(),
+            moderation: ModerationConfig::default(),
         }
     }
 }
@@ -295,6 +367,10 @@ impl Default for ReceiptConfig {
         Self {
             max_batch: 512,
             record_client_addr: true,
+            mode: "sync".into(),
+            write_behind_max_pending: 10_000,
+            spill_file: None,
+            capture_max_bytes: 256 * 1024,
         }
     }
 }
@@ -463,9 +539,33 @@ impl Config {
         if !matches!(self.policy.withheld_tool_use.as_str(), "replace" | "refuse") {
             return bad("policy.withheld_tool_use must be replace or refuse");
         }
+        if self.moderation.timeout_ms == 0
+            || self.moderation.max_text_bytes == 0
+            || self.moderation.max_response_bytes == 0
+            || self.moderation.judge_max_tokens == 0
+            || self.moderation.judge_model.is_empty()
+        {
+            return bad(
+                "moderation.timeout_ms, max_text_bytes, max_response_bytes and judge_max_tokens must be greater than 0, and judge_model set",
+            );
+        }
         if self.receipts.max_batch == 0 {
             return bad("receipts.max_batch must be greater than 0");
         }
+        if !matches!(self.receipts.mode.as_str(), "sync" | "write_behind") {
+            return bad("receipts.mode must be sync or write_behind");
+        }
+        if self.receipts.write_behind_max_pending == 0
+            || self.receipts.write_behind_max_pending > 1_000_000
+        {
+            return bad("receipts.write_behind_max_pending must be between 1 and 1000000");
+        }
+        if self.receipts.capture_max_bytes == 0
+            || self.receipts.capture_max_bytes > 16 * 1024 * 1024
+        {
+            return bad("receipts.capture_max_bytes must be between 1 and 16777216");
+        }
+        crate::sinks::validate(&self.audit.sinks).map_err(ConfigError::Invalid)?;
         if let Some(t) = &self.admin.token
             && t.len() < 16
         {

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod alerts_api;
 pub mod approvals;
 pub mod auth;
+pub mod capture;
 pub mod changes;
 pub mod checkpoints;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod export;
 pub mod jwt;
 pub mod limits;
 pub mod metrics;
+pub mod moderation;
 pub mod openapi;
 pub mod policy;
 pub mod policy_admin;
@@ -26,6 +28,7 @@ pub mod receipts;
 pub mod receipts_api;
 pub mod retention;
 pub mod sentinel;
+pub mod sinks;
 pub mod sse;
 pub mod state;
 pub mod tenant_keys;
@@ -56,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/receipts/export", get(export::tenant_export))
         .route("/v1/audit/public-key", get(checkpoints::public_key))
         .route("/v1/receipts/{id}", get(receipts_api::get))
+        .route("/v1/receipts/{id}/content", get(capture::content))
         .route("/v1/approvals", get(approvals::list))
         .route("/v1/approvals/{id}", get(approvals::get))
         .route("/v1/approvals/{id}/approve", post(approvals::approve))
@@ -311,11 +315,11 @@ pub struct RunningServer {
     done: tokio::task::JoinHandle<()>,
     audit: Option<checkpoints::AuditTask>,
     sentinel: Option<sentinel::SentinelTask>,
+    /// Applies the store's change feed (PostgreSQL) to the caches.
+    changes: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
-    /// Applies the store's change feed (PostgreSQL) to the caches.
-    changes: Option<tokio::task::JoinHandle<()>>,
     /// Opens the store (running migrations), binds `config.listen` and serves.
     pub async fn start(config: Config) -> Result<Self, String> {
         let store = palisade_store::open(&config.storage.url)
@@ -353,10 +357,10 @@ impl RunningServer {
         let audit =
             checkpoints::AuditTask::start(state.store.clone(), checkpoint_signer, &audit_config);
         let sentinel = state.monitor.start(state.clone());
+        let changes = changes::start(&state).await;
         let app = router(state.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let drain_state = state.clone();
-        let changes = changes::start(&state).await;
         let done = tokio::spawn(async move {
             let (drained_tx, drained_rx) = oneshot::channel::<()>();
             let shutdown = async move {
@@ -395,10 +399,10 @@ impl RunningServer {
             done,
             audit: Some(audit),
             sentinel,
+            changes,
         })
     }
 
-            changes,
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -415,12 +419,13 @@ impl RunningServer {
             s.shutdown().await;
         }
         self.state.webhooks.shutdown().await;
-        self.state.receipts.shutdown().await;
-        if let Some(audit) = self.audit.take() {
-            audit.shutdown().await;
         if let Some(c) = self.changes.take() {
             c.abort();
         }
+        self.state.receipts.shutdown().await;
+        self.state.sinks.shutdown().await;
+        if let Some(audit) = self.audit.take() {
+            audit.shutdown().await;
         }
     }
 }

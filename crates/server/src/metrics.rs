@@ -114,6 +114,70 @@ pub struct Metrics {
     alerts: Family<Labels, Counter>,
     latency: HistFamily,
     dropped: Counter,
+    /// Audit-trail counters (sinks, write-behind, fail-open), shared with their writers.
+    pub audit: AuditMetrics,
+}
+
+/// Counters and gauges of the audit trail's delivery paths. Cheap to clone: every
+/// handle shares its atomic with the registered metric.
+#[derive(Clone, Default)]
+pub struct AuditMetrics {
+    /// `palisade_sink_receipts{sink, outcome}`: outcome is `delivered`, `dead_lettered`
+    /// (written to the sink's dead-letter directory) or `spilled` (queue full, spilled).
+    pub sink_receipts: Family<Labels, Counter>,
+    /// `palisade_sink_failures{sink}`: failed delivery attempts.
+    pub sink_failures: Family<Labels, Counter>,
+    /// Receipts accepted in write-behind mode but not yet committed (the loss window).
+    pub write_behind_pending: prometheus_client::metrics::gauge::Gauge,
+    /// Receipts that failed to commit and were written to the spill file instead
+    /// (fail-open tenants, write-behind batches).
+    pub receipts_spilled: Counter,
+    /// Receipts that failed to commit and could not be spilled either (lost).
+    pub receipts_lost: Counter,
+}
+
+impl AuditMetrics {
+    pub fn sink(&self, sink: &str, outcome: &str, n: u64) {
+        if n > 0 {
+            self.sink_receipts
+                .get_or_create(&l(&[("sink", sink), ("outcome", outcome)]))
+                .inc_by(n);
+        }
+    }
+
+    pub fn sink_failure(&self, sink: &str) {
+        self.sink_failures
+            .get_or_create(&l(&[("sink", sink)]))
+            .inc();
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "palisade_sink_receipts",
+            "Receipts handled by SIEM sinks (outcome: delivered, dead_lettered, spilled)",
+            self.sink_receipts.clone(),
+        );
+        registry.register(
+            "palisade_sink_failures",
+            "Failed SIEM sink delivery attempts",
+            self.sink_failures.clone(),
+        );
+        registry.register(
+            "palisade_receipts_write_behind_pending",
+            "Receipts accepted in write-behind mode and not yet committed (the loss window)",
+            self.write_behind_pending.clone(),
+        );
+        registry.register(
+            "palisade_receipts_spilled",
+            "Receipts that failed to commit and were written to the spill file",
+            self.receipts_spilled.clone(),
+        );
+        registry.register(
+            "palisade_receipts_lost",
+            "Receipts that failed to commit and could not be spilled",
+            self.receipts_lost.clone(),
+        );
+    }
 }
 
 fn l(pairs: &[(&str, &str)]) -> Labels {
@@ -194,6 +258,8 @@ impl Metrics {
             "Receipts Sentinel could not keep up with (queue full)",
             dropped.clone(),
         );
+        let audit = AuditMetrics::default();
+        audit.register(&mut registry);
         Self {
             tenants: Cap::new(cfg.max_tenants),
             users: Cap::new(cfg.max_users),
@@ -214,6 +280,7 @@ impl Metrics {
             alerts,
             latency,
             dropped,
+            audit,
         }
     }
 

@@ -115,6 +115,14 @@ pub const OPS: &[Op] = &[
     ),
     op(
         "get",
+        "/v1/receipts/{id}/content",
+        "Decrypted captured content of a call (tenant admin; capture_content tenants)",
+        Auth::Tenant("admin"),
+        None,
+        200,
+    ),
+    op(
+        "get",
         "/v1/audit/public-key",
         "Checkpoint signing public key",
         Auth::Public,

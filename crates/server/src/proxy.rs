@@ -5,6 +5,7 @@
 use crate::auth::{Principal, Scope, authorize};
 use crate::content::{CallContent, Direction, StreamContent};
 use crate::error::ApiError;
+use crate::moderation::{ModerationCall, Outcome};
 use crate::receipt_build::{Draft, commit_draft};
 use crate::sse::{SseParser, encode};
 use crate::state::AppState;
@@ -14,10 +15,36 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use palisade_policy::{ModerationDirection as ModDirection, StreamMode};
 use serde_json::Value;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+/// A call's moderation: the settings in force and, in parallel mode, the pending input
+/// verdict.
+#[derive(Default)]
+struct CallModeration {
+    call: Option<Arc<ModerationCall>>,
+    pending_input: Option<tokio::task::JoinHandle<Outcome>>,
+}
+
+/// Writes the receipt of a call refused by moderation (a block or a closed failure).
+async fn refuse_moderation(
+    state: &AppState,
+    principal: &Principal,
+    mut draft: Draft,
+    o: Outcome,
+    started: Instant,
+) -> Response {
+    let err = o.error();
+    if o.verdict == "block" {
+        draft.decision = "block".into();
+    }
+    draft.record_moderation(o);
+    refuse(state, principal, draft, err, started).await
+}
 
 /// Top-level fields of the Messages API that Palisade forwards. Anything else is refused
 /// before the upstream: an unknown field would make the upstream reject the call anyway,
@@ -231,6 +258,29 @@ async fn handle(
             }
         }
     }
+    // Moderation (docs/moderation.md): the input verdict comes before the upstream call, or
+    // alongside it with `parallel_input`; the output verdict before anything is released.
+    let mut modr = CallModeration::default();
+    if endpoint == Endpoint::Messages
+        && let Some(m) = ModerationCall::for_layers(&gate.layers, principal.tenant_id())
+    {
+        if m.active(ModDirection::Input) {
+            let text = crate::moderation::input_text(&request.body);
+            if m.eff.parallel_input {
+                modr.pending_input = Some(m.spawn_input(&state, text));
+            } else {
+                let o = m.run(&state, ModDirection::Input, &text).await;
+                if o.refuses() {
+                    return refuse_moderation(&state, &principal, draft, o, started).await;
+                }
+                draft.record_moderation(o);
+            }
+        }
+        modr.call = Some(m);
+    }
+    if endpoint == Endpoint::Messages {
+        draft.capture_request(&state, &principal, &request.body);
+    }
     let upstream = UpstreamRequest {
         url: format!(
             "{}{}",
@@ -248,9 +298,27 @@ async fn handle(
         }
     }
     rate.apply(if request.stream && endpoint == Endpoint::Messages {
-        stream_call(state, principal, draft, upstream, gate, content, started).await
+        stream_call(
+            state,
+            principal,
+            draft,
+            upstream,
+            gate,
+            (content, modr),
+            started,
+        )
+        .await
     } else {
-        unary_call(state, principal, draft, upstream, gate, content, started).await
+        unary_call(
+            state,
+            principal,
+            draft,
+            upstream,
+            gate,
+            (content, modr),
+            started,
+        )
+        .await
     })
 }
 
@@ -479,79 +547,93 @@ async fn unary_call(
     mut draft: Draft,
     upstream: UpstreamRequest,
     gate: Option<ToolGate>,
-    content: Option<CallContent>,
+    (content, mut modr): (Option<CallContent>, CallModeration),
     started: Instant,
 ) -> Response {
     let deadline = tokio::time::Instant::now() + state.config.timeouts.total();
     let max_retries = state.config.retry.max_retries;
-    let mut attempt = 0u32;
     let waiting = Instant::now();
-    let (status, resp_headers, bytes) = loop {
-        let send = tokio::time::timeout_at(
-            deadline,
-            tokio::time::timeout(
-                state.config.timeouts.first_byte(),
-                tracing::Instrument::instrument(
+    // The upstream exchange, as a future: with parallel input moderation it races the
+    // verdict and is dropped (the request cancelled) when the verdict refuses.
+    let fetch = async {
+        let mut attempt = 0u32;
+        loop {
+            let send = tokio::time::timeout_at(
+                deadline,
+                tokio::time::timeout(
+                    state.config.timeouts.first_byte(),
+                    tracing::Instrument::instrument(
                     upstream.send(&state).send(),
                     tracing::info_span!("palisade.upstream"),
                 ),
-            ),
-        );
-        let resp = match send.await {
-            Err(_) | Ok(Err(_)) => {
-                return refuse(
-                    &state,
-                    &principal,
-                    draft,
-                    timeout_error("first byte"),
-                    started,
-                )
-                .await;
-            }
-            Ok(Ok(Err(e))) => {
-                if e.is_connect() && attempt < max_retries {
-                    attempt += 1;
-                    let d = backoff(&state, attempt, &Default::default()).unwrap_or_default();
-                    tokio::time::sleep(d).await;
-                    continue;
+                ),
+            );
+            let resp = match send.await {
+                Err(_) | Ok(Err(_)) => {
+                    return Err(timeout_error("first byte"));
                 }
-                return refuse(
-                    &state,
-                    &principal,
-                    draft,
-                    transport_error(&e, "connect"),
-                    started,
-                )
-                .await;
+                Ok(Ok(Err(e))) => {
+                    if e.is_connect() && attempt < max_retries {
+                        attempt += 1;
+                        let d = backoff(&state, attempt, &Default::default()).unwrap_or_default();
+                        tokio::time::sleep(d).await;
+                        continue;
+                    }
+                    return Err(transport_error(&e, "connect"));
+                }
+                Ok(Ok(Ok(r))) => r,
+            };
+            let status = resp.status().as_u16();
+            if retryable(status)
+                && attempt < max_retries
+                && let Some(d) = backoff(&state, attempt, resp.headers())
+                && tokio::time::Instant::now() + d < deadline
+            {
+                attempt += 1;
+                drop(resp);
+                tokio::time::sleep(d).await;
+                continue;
             }
-            Ok(Ok(Ok(r))) => r,
-        };
-        let status = resp.status().as_u16();
-        if retryable(status)
-            && attempt < max_retries
-            && let Some(d) = backoff(&state, attempt, resp.headers())
-            && tokio::time::Instant::now() + d < deadline
-        {
-            attempt += 1;
-            drop(resp);
-            tokio::time::sleep(d).await;
-            continue;
-        }
-        let headers = resp.headers().clone();
-        let body = tokio::time::timeout_at(
-            deadline,
-            read_limited(resp, state.config.limits.max_upstream_body_bytes),
-        )
-        .await;
-        match body {
-            Ok(Ok(b)) => break (status, headers, b),
-            Ok(Err(e)) => return refuse(&state, &principal, draft, e, started).await,
-            Err(_) => {
-                return refuse(&state, &principal, draft, timeout_error("body"), started).await;
+            let headers = resp.headers().clone();
+            let body = tokio::time::timeout_at(
+                deadline,
+                read_limited(resp, state.config.limits.max_upstream_body_bytes),
+            )
+            .await;
+            match body {
+                Ok(Ok(b)) => break Ok((status, headers, b, attempt)),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(timeout_error("body")),
             }
         }
     };
+    let fetched = match modr.pending_input.take() {
+        None => fetch.await,
+        Some(pending) => match crate::moderation::race(pending, fetch).await {
+            crate::moderation::Raced::Refused(o) => {
+                draft.upstream_wait(waiting);
+                return refuse_moderation(&state, &principal, draft, o, started).await;
+            }
+            crate::moderation::Raced::Done(o, r) => {
+                if o.refuses() {
+                    draft.upstream_wait(waiting);
+                    if let Ok((_, _, b, _)) = &r
+                        && let Ok(v) = serde_json::from_slice::<Value>(b)
+                    {
+                        draft.record_usage(&v);
+                    }
+                    return refuse_moderation(&state, &principal, draft, o, started).await;
+                }
+                draft.record_moderation(o);
+                r
+            }
+        },
+    };
     draft.upstream_wait(waiting);
+    let (status, resp_headers, bytes, attempt) = match fetched {
+        Ok(f) => f,
+        Err(e) => return refuse(&state, &principal, draft, e, started).await,
+    };
     draft.retries = attempt;
     draft.upstream_status = Some(status);
     draft.upstream_request_id = header_str(&resp_headers, "request-id");
@@ -568,6 +650,12 @@ async fn unary_call(
         };
         draft.decision = "allow".into();
         draft.record_usage(&v);
+        // Output moderation judges the model's text as it produced it.
+        let moderate_output = modr
+            .call
+            .take()
+            .filter(|m| gate.is_some() && m.active(ModDirection::Output))
+            .map(|m| (crate::moderation::output_text(&v), m));
         let mut v = v;
         let mut bytes = bytes;
         if let Some(gate) = &gate {
@@ -631,6 +719,14 @@ async fn unary_call(
                 }
             }
         }
+        if let Some((text, m)) = moderate_output {
+            let o = m.run(&state, ModDirection::Output, &text).await;
+            if o.refuses() {
+                return refuse_moderation(&state, &principal, draft, o, started).await;
+            }
+            draft.record_moderation(o);
+        }
+        draft.capture_response(&v);
         match state
             .tenant_keys
             .hasher(&principal.tenant.id, "output")
@@ -779,7 +875,7 @@ async fn stream_call(
     mut draft: Draft,
     upstream: UpstreamRequest,
     gate: Option<ToolGate>,
-    content: Option<CallContent>,
+    (content, mut modr): (Option<CallContent>, CallModeration),
     started: Instant,
 ) -> Response {
     let send = tokio::time::timeout(
@@ -790,7 +886,26 @@ async fn stream_call(
                 ),
     );
     let waiting = Instant::now();
-    let sent = send.await;
+    // With parallel input moderation the response is held (nothing released) until the
+    // input verdict is in; a refusal drops it, which cancels the upstream request.
+    let sent = match modr.pending_input.take() {
+        None => send.await,
+        Some(pending) => match crate::moderation::race(pending, send).await {
+            crate::moderation::Raced::Refused(o) => {
+                draft.upstream_wait(waiting);
+                return refuse_moderation(&state, &principal, draft, o, started).await;
+            }
+            crate::moderation::Raced::Done(o, r) => {
+                if o.refuses() {
+                    draft.upstream_wait(waiting);
+                    drop(r);
+                    return refuse_moderation(&state, &principal, draft, o, started).await;
+                }
+                draft.record_moderation(o);
+                r
+            }
+        },
+    };
     draft.upstream_wait(waiting);
     let resp = match sent {
         Err(_) => {
@@ -860,6 +975,16 @@ async fn stream_call(
             gate,
             content: content.map(CallContent::stream),
             started,
+            moderation: modr
+                .call
+                .filter(|m| m.active(ModDirection::Output))
+                .map(|call| StreamModeration {
+                    mode: call.eff.streaming,
+                    call,
+                    text: String::new(),
+                    held: Vec::new(),
+                    held_bytes: 0,
+                }),
         },
         resp,
         tx,
@@ -895,6 +1020,31 @@ struct StreamCall {
     gate: Option<ToolGate>,
     content: Option<StreamContent>,
     started: Instant,
+    moderation: Option<StreamModeration>,
+}
+
+/// Output moderation of a stream: the model's text collected for the verdict at the end
+/// and, in `buffer` mode, every event held until then.
+struct StreamModeration {
+    call: Arc<ModerationCall>,
+    mode: StreamMode,
+    text: String,
+    held: Vec<Bytes>,
+    held_bytes: usize,
+}
+
+impl StreamModeration {
+    /// Collects the text of a `text_delta` (bounded by what one verdict judges).
+    fn observe(&mut self, event: &str, data: &str, max: usize) {
+        if event != "content_block_delta" || self.text.len() >= max {
+            return;
+        }
+        if let Ok(v) = serde_json::from_str::<Value>(data)
+            && let Some(t) = v.pointer("/delta/text").and_then(Value::as_str)
+        {
+            self.text.push_str(t);
+        }
+    }
 }
 
 async fn pump(
@@ -910,7 +1060,10 @@ async fn pump(
         gate,
         mut content,
         started,
+        mut moderation,
     } = call;
+    let max_text = state.config.moderation.max_text_bytes;
+    let max_held = state.config.limits.max_upstream_body_bytes;
     let mut gate = gate.map(|g| StreamGate::new(g, state.config.policy.max_tool_input_bytes));
     let mut parser = SseParser::new(state.config.limits.max_sse_event_bytes);
     let mut upstream = resp.bytes_stream();
@@ -951,6 +1104,9 @@ async fn pump(
         };
         for ev in events {
             output.update(&ev.raw);
+            if let Some(m) = moderation.as_mut() {
+                m.observe(&ev.event, &ev.data, max_text);
+            }
             match ev.event.as_str() {
                 "message_start" | "message_delta" => {
                     if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
@@ -977,6 +1133,34 @@ async fn pump(
                 "message_stop" => {
                     settle_gate(&mut gate, &mut draft);
                     settle_content(&mut content, &mut draft);
+                    if let Some(m) = moderation.take() {
+                        let o = m.call.run(&state, ModDirection::Output, &m.text).await;
+                        if o.refuses() {
+                            // Buffered: nothing was released. Released: the text went out,
+                            // the stream ends with an error instead of message_stop.
+                            let err = o.error();
+                            if o.verdict == "block" {
+                                draft.decision = "block".into();
+                            } else {
+                                draft.decision = "error".into();
+                            }
+                            draft.reason_code = Some(err.reason.to_string());
+                            draft.record_moderation(o);
+                            draft.finish(started);
+                            draft.output_hmac = Some(output.finish());
+                            let id = commit_draft(&state, &principal, draft).await.ok();
+                            let err = err.with_receipt(id);
+                            let _ = tx.send(Ok(encode("error", &err.body().to_string()))).await;
+                            return;
+                        }
+                        draft.record_moderation(o);
+                        draft.capture_sse(&m.held);
+                        for bytes in m.held {
+                            if tx.send(Ok(bytes)).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
                     draft.finish(started);
                     draft.output_hmac = Some(output.finish());
                     match commit_draft(&state, &principal, draft).await {
@@ -1046,6 +1230,23 @@ async fn pump(
                     }
                 },
             };
+            if let Some(m) = moderation.as_mut()
+                && m.mode == StreamMode::Buffer
+            {
+                m.held_bytes += out.iter().map(Bytes::len).sum::<usize>();
+                m.held.extend(out);
+                if m.held_bytes > max_held {
+                    break 'relay Some(ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_too_large",
+                        format!(
+                            "the streamed response exceeds {max_held} bytes held for moderation"
+                        ),
+                    ));
+                }
+                continue;
+            }
+            draft.capture_sse(&out);
             for bytes in out {
                 if tx.send(Ok(bytes)).await.is_err() {
                     settle_gate(&mut gate, &mut draft);

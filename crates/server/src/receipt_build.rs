@@ -39,6 +39,11 @@ pub struct Draft {
     pub approvals: Vec<String>,
     /// Rate-limit reservations, settled at commit (`limits::settle`).
     pub limits: crate::limits::Pending,
+    /// Moderation outcomes (input and/or output), see `moderation.rs`.
+    pub moderation: Vec<crate::moderation::Outcome>,
+    /// Full-content capture, when the tenant opted in (`capture.rs`).
+    pub capture: Option<crate::capture::Capture>,
+    capture_id: Option<String>,
 }
 
 impl Draft {
@@ -71,7 +76,61 @@ impl Draft {
             findings: Vec::new(),
             approvals: Vec::new(),
             limits: Default::default(),
+            moderation: Vec::new(),
+            capture: None,
+            capture_id: None,
         }
+    }
+
+    /// Content capture (tenant opt-in): the request as forwarded upstream.
+    pub fn capture_request(
+        &mut self,
+        state: &AppState,
+        p: &Principal,
+        forwarded: &serde_json::Map<String, Value>,
+    ) {
+        if self.capture.is_none() {
+            self.capture = crate::capture::start(state, p);
+        }
+        if let Some(c) = self.capture.as_mut() {
+            c.record_request(forwarded);
+        }
+    }
+
+    /// Content capture: a released non-streaming response.
+    pub fn capture_response(&mut self, body: &Value) {
+        if let Some(c) = self.capture.as_mut() {
+            c.record_response(body);
+        }
+    }
+
+    /// Content capture: released stream events (their text deltas).
+    pub fn capture_sse(&mut self, released: &[bytes::Bytes]) {
+        let Some(c) = self.capture.as_mut() else {
+            return;
+        };
+        for chunk in released {
+            for line in String::from_utf8_lossy(chunk).lines() {
+                if let Some(data) = line.strip_prefix("data:")
+                    && let Ok(v) = serde_json::from_str::<Value>(data.trim_start())
+                    && let Some(t) = v.pointer("/delta/text").and_then(Value::as_str)
+                {
+                    c.record_output(t);
+                }
+            }
+        }
+    }
+
+    /// Records one direction's moderation outcome.
+    pub fn record_moderation(&mut self, o: crate::moderation::Outcome) {
+        self.moderation.push(o);
+    }
+
+    /// Tokens the moderation judge used in this call (input, output).
+    pub fn judge_tokens(&self) -> (u64, u64) {
+        self.moderation.iter().fold((0, 0), |(i, o), m| {
+            (i + m.input_tokens, o + m.output_tokens)
+        })
     }
 
     /// Usage and stop reason from a non-streaming response body.
@@ -192,25 +251,81 @@ impl Draft {
             r.approval_id = self.approvals.first().cloned();
             details.insert("approvals".into(), Value::from(self.approvals));
         }
+        if !self.moderation.is_empty() {
+            let mut m = serde_json::Map::new();
+            for o in &self.moderation {
+                m.insert(o.direction.as_str().into(), o.to_json());
+            }
+            details.insert("moderation".into(), Value::Object(m));
+        }
+        if let Some(c) = self.capture_id {
+            details.insert("capture_id".into(), Value::from(c));
+        }
         r.details = Value::Object(details);
         r
     }
 }
 
 /// Commits the draft's receipt (group commit) and returns its id. A store failure fails
-/// the call closed with 503: no receipt, no response.
+/// the call closed with 503: no receipt, no response — unless the tenant has
+/// `audit_fail_open: true`, whose receipt then goes to the spill file and the call goes
+/// on. In write-behind mode the receipt is queued and the call does not wait.
 pub async fn commit_draft(
     state: &AppState,
     p: &Principal,
     mut draft: Draft,
 ) -> Result<String, ApiError> {
-    let (i, o) = (draft.input_tokens, draft.output_tokens);
+    let (mut i, mut o) = (draft.input_tokens, draft.output_tokens);
+    if state.config.moderation.count_judge_tokens {
+        let (ji, jo) = draft.judge_tokens();
+        if ji > 0 || jo > 0 {
+            i = Some(i.unwrap_or(0) + ji);
+            o = Some(o.unwrap_or(0) + jo);
+        }
+    }
     crate::limits::settle(state, p, &mut draft.limits, i, o).await;
+    let fail_open = p
+        .tenant
+        .attributes
+        .get("audit_fail_open")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if let Some(c) = draft.capture.take() {
+        // Stored before the receipt that references it.
+        match crate::capture::persist(state, &p.tenant.id, &draft.id, c).await {
+            Ok(id) => draft.capture_id = Some(id),
+            Err(e) if fail_open => {
+                tracing::warn!(tenant = %p.tenant.id, receipt = %draft.id, reason = e.reason, "content capture failed; released fail-open without it");
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let receipt = draft.into_receipt(&p.tenant.id);
-    let sealed = state
-        .receipts
-        .commit(receipt)
-        .await
-        .map_err(ApiError::from)?;
-    Ok(sealed.id)
+    if state.receipts.is_write_behind() {
+        let id = receipt.id.clone();
+        state
+            .receipts
+            .enqueue(receipt)
+            .await
+            .map_err(ApiError::from)?;
+        return Ok(id);
+    }
+    let backup = fail_open.then(|| receipt.clone());
+    match state.receipts.commit(receipt).await {
+        Ok(sealed) => Ok(sealed.id),
+        Err(e) => {
+            if let Some(r) = backup
+                && state.receipts.spill(std::slice::from_ref(&r)).is_ok()
+            {
+                tracing::warn!(
+                    tenant = %p.tenant.id,
+                    receipt = %r.id,
+                    "receipt commit failed; released fail-open, receipt spilled"
+                );
+                return Ok(r.id);
+            }
+            // Not even the spill file took it: fail closed after all.
+            Err(ApiError::from(e))
+        }
+    }
 }

@@ -40,6 +40,8 @@ pub struct AppState {
     pub monitor: crate::sentinel::Monitor,
     /// Signed, retried webhook deliveries (alerts, approvals).
     pub webhooks: crate::webhooks::Webhooks,
+    /// SIEM sinks (commit observers on `receipts`).
+    pub sinks: crate::sinks::Sinks,
     /// Auth cache. Admin changes invalidate entries at once; the short TTL bounds how long
     /// a change made by another process (CLI, another replica) can take to be seen.
     keys: moka::future::Cache<String, Option<KeyEntry>>,
@@ -63,10 +65,28 @@ impl AppState {
             .build()
             .map_err(|e| ApiError::internal(format!("http client: {e}")))?;
         let tracker = TaskTracker::new();
-        let receipts = ReceiptWriter::start(store.clone(), config.receipts.max_batch, &tracker);
-        let policies_store = store.clone();
         let monitor = crate::sentinel::Monitor::new(&config.sentinel);
-        receipts.set_observer(monitor.observer());
+        let audit_metrics = monitor.metrics.audit.clone();
+        let receipts = ReceiptWriter::start_with(
+            store.clone(),
+            crate::receipts::WriterOptions {
+                max_batch: config.receipts.max_batch,
+                write_behind_max_pending: (config.receipts.mode == "write_behind")
+                    .then_some(config.receipts.write_behind_max_pending),
+                spill: Some(crate::receipts::Spill::new(
+                    config.receipts.spill_path(&config.storage.url),
+                )),
+                metrics: audit_metrics.clone(),
+            },
+            &tracker,
+        );
+        let policies_store = store.clone();
+        receipts.add_observer(monitor.observer());
+        let sinks = crate::sinks::Sinks::start(&config.audit.sinks, http.clone(), audit_metrics)
+            .map_err(|e| ApiError::internal(format!("audit sinks: {e}")))?;
+        for o in sinks.observers() {
+            receipts.add_observer(o.clone());
+        }
         let limits = crate::limits::Limits::from_config(&config)?;
         let cache_ttl = Duration::from_millis(config.storage.cache_ttl_ms.clamp(1, 3_600_000));
         let webhooks = crate::webhooks::Webhooks::new(http.clone(), &config.sentinel);
@@ -76,6 +96,7 @@ impl AppState {
             http,
             webhooks,
             receipts,
+            sinks,
             tenant_keys,
             policies: crate::policy::Policies::with_ttl(policies_store, cache_ttl),
             guards: crate::content::Guards::default(),

@@ -5,12 +5,14 @@
 
 mod alerts;
 mod approvals;
+mod capture;
 mod model;
 mod postgres;
 mod sqlite;
 
 pub use alerts::{AlertQuery, AlertRecord};
 pub use approvals::ApprovalRecord;
+pub use capture::CaptureRecord;
 pub use model::*;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -226,6 +228,11 @@ pub trait Store: Send + Sync + 'static {
         args_hash: &str,
         now_ms: i64,
     ) -> Result<Option<ApprovalRecord>>;
+
+    /// Stores a sealed full-content capture (`Conflict` if the id exists).
+    async fn put_capture(&self, c: &CaptureRecord) -> Result<()>;
+    /// One capture of the tenant (another tenant's id is simply not found).
+    async fn get_capture(&self, tenant_id: &str, id: &str) -> Result<Option<CaptureRecord>>;
 }
 
 pub type DynStore = Arc<dyn Store>;

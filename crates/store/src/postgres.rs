@@ -1146,6 +1146,14 @@ impl Store for PostgresStore {
         self.approvals_redeem(tenant_id, token_hash, tool, args_hash, now_ms)
             .await
     }
+
+    async fn put_capture(&self, c: &crate::CaptureRecord) -> Result<()> {
+        self.captures_put(c).await
+    }
+
+    async fn get_capture(&self, tenant_id: &str, id: &str) -> Result<Option<crate::CaptureRecord>> {
+        self.captures_get(tenant_id, id).await
+    }
 }
 
 enum Bind {

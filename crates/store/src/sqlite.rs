@@ -131,6 +131,11 @@ pub(crate) fn check_tenant_id(id: &str) -> Result<()> {
     }
 }
 
+/// Rows per multi-row INSERT, largest first (11 parameters a row, far under SQLite's
+/// 32,766). A few fixed sizes keep the number of distinct statements (each prepared and
+/// cached per connection) at four, whatever the batch size.
+const INSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
 async fn append_in_tx(
     tx: &mut Transaction<'_, Sqlite>,
     receipts: Vec<Receipt>,
@@ -160,27 +165,46 @@ async fn append_in_tx(
         *head = receipt
             .seal_into_chain(head)
             .map_err(|e| StoreError::Invalid(format!("receipt cannot be sealed: {e}")))?;
-        let body = serde_json::to_string(&receipt)
-            .map_err(|e| StoreError::Invalid(format!("receipt encoding: {e}")))?;
-        let created = crate::model::rfc3339_ms::parse(&receipt.created_at).unwrap_or(0);
-        sqlx::query(
-            "INSERT INTO receipts (tenant_id, seq, id, created_at, kind, decision, key_id, user_id, model, hash, body) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&receipt.tenant_id)
-        .bind(receipt.seq as i64)
-        .bind(&receipt.id)
-        .bind(created)
-        .bind(receipt.kind.as_str())
-        .bind(&receipt.decision)
-        .bind(&receipt.key_id)
-        .bind(&receipt.user_id)
-        .bind(&receipt.model)
-        .bind(&receipt.hash)
-        .bind(body)
-        .execute(&mut **tx)
-        .await?;
         out.push(receipt);
+    }
+    // One multi-row INSERT per chunk instead of one statement per receipt: every
+    // statement is a round trip to sqlx's SQLite thread, which dominated group commit.
+    let mut rest: &[Receipt] = &out;
+    while !rest.is_empty() {
+        let size = INSERT_CHUNKS
+            .into_iter()
+            .find(|n| *n <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(size.min(rest.len()));
+        rest = tail;
+        let mut sql = String::from(
+            "INSERT INTO receipts (tenant_id, seq, id, created_at, kind, decision, key_id, user_id, model, hash, body) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for receipt in chunk {
+            let body = serde_json::to_string(receipt)
+                .map_err(|e| StoreError::Invalid(format!("receipt encoding: {e}")))?;
+            let created = crate::model::rfc3339_ms::parse(&receipt.created_at).unwrap_or(0);
+            q = q
+                .bind(receipt.tenant_id.clone())
+                .bind(receipt.seq as i64)
+                .bind(receipt.id.clone())
+                .bind(created)
+                .bind(receipt.kind.as_str())
+                .bind(receipt.decision.clone())
+                .bind(receipt.key_id.clone())
+                .bind(receipt.user_id.clone())
+                .bind(receipt.model.clone())
+                .bind(receipt.hash.clone())
+                .bind(body);
+        }
+        q.execute(&mut **tx).await?;
     }
     for (tenant, ChainHead { seq, hash }) in heads {
         sqlx::query(
@@ -883,6 +907,14 @@ impl Store for SqliteStore {
     ) -> Result<Option<crate::ApprovalRecord>> {
         self.approvals_redeem(tenant_id, token_hash, tool, args_hash, now_ms)
             .await
+    }
+
+    async fn put_capture(&self, c: &crate::CaptureRecord) -> Result<()> {
+        self.captures_put(c).await
+    }
+
+    async fn get_capture(&self, tenant_id: &str, id: &str) -> Result<Option<crate::CaptureRecord>> {
+        self.captures_get(tenant_id, id).await
     }
 }
 

@@ -826,4 +826,5 @@ contract_suite!(
     receipt_listing_pages_and_filters,
     alerts_are_tenant_scoped_paged_and_acked,
     approvals_are_cas_single_use_and_tenant_scoped,
+    captures_are_stored_once_and_tenant_scoped,
 );

@@ -107,6 +107,7 @@ pub struct Metrics {
     findings: Family<Labels, Counter>,
     tokens: Family<Labels, Counter>,
     user_tokens: Family<Labels, Counter>,
+    spend: Family<Labels, Counter>,
     tool_decisions: Family<Labels, Counter>,
     upstream: Family<Labels, Counter>,
     rate_limited: Family<Labels, Counter>,
@@ -195,6 +196,7 @@ impl Metrics {
         let findings = Family::<Labels, Counter>::default();
         let tokens = Family::<Labels, Counter>::default();
         let user_tokens = Family::<Labels, Counter>::default();
+        let spend = Family::<Labels, Counter>::default();
         let tool_decisions = Family::<Labels, Counter>::default();
         let upstream = Family::<Labels, Counter>::default();
         let rate_limited = Family::<Labels, Counter>::default();
@@ -226,6 +228,11 @@ impl Metrics {
             "palisade_user_tokens",
             "Tokens by user (user=\"all\" unless metrics.user_labels)",
             user_tokens.clone(),
+        );
+        registry.register(
+            "palisade_spend_micro_usd",
+            "Spend in micro-dollars at the price table's rates, by user (user=\"all\" unless metrics.user_labels)",
+            spend.clone(),
         );
         registry.register(
             "palisade_tool_decisions",
@@ -273,6 +280,7 @@ impl Metrics {
             findings,
             tokens,
             user_tokens,
+            spend,
             tool_decisions,
             upstream,
             rate_limited,
@@ -343,6 +351,11 @@ impl Metrics {
             self.user_tokens
                 .get_or_create(&l(&[("tenant", t), ("user", &user)]))
                 .inc_by(input + output);
+            if let Some(c) = r.details.get("cost_micro_usd").and_then(|v| v.as_u64()) {
+                self.spend
+                    .get_or_create(&l(&[("tenant", t), ("user", &user)]))
+                    .inc_by(c);
+            }
         }
         for td in &r.tools {
             let tool = if self.cfg.tool_labels {

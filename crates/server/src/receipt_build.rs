@@ -37,6 +37,8 @@ pub struct Draft {
     pub findings: Vec<palisade_audit::Finding>,
     /// Approvals opened for withheld tool calls.
     pub approvals: Vec<String>,
+    /// What the call cost at the price table's rates (micro-dollars), set at commit.
+    pub cost_micro_usd: Option<u64>,
     /// Rate-limit reservations, settled at commit (`limits::settle`).
     pub limits: crate::limits::Pending,
     /// Moderation outcomes (input and/or output), see `moderation.rs`.
@@ -75,6 +77,7 @@ impl Draft {
             policy: None,
             findings: Vec::new(),
             approvals: Vec::new(),
+            cost_micro_usd: None,
             limits: Default::default(),
             moderation: Vec::new(),
             capture: None,
@@ -233,6 +236,9 @@ impl Draft {
         r.findings = self.findings;
         let mut details = serde_json::Map::new();
         details.insert("endpoint".into(), Value::from(self.endpoint));
+        if let Some(c) = self.cost_micro_usd.filter(|c| *c > 0) {
+            details.insert("cost_micro_usd".into(), Value::from(c));
+        }
         if let Some(l) = self.limits.refused {
             details.insert("limit".into(), l);
         }
@@ -284,6 +290,15 @@ pub async fn commit_draft(
         }
     }
     crate::limits::settle(state, p, &mut draft.limits, i, o).await;
+    // Spend in money, priced like cost budgets (judge tokens included when they count).
+    if i.is_some() || o.is_some() {
+        let rates = state.limits.prices.rates(draft.model.as_deref());
+        draft.cost_micro_usd = Some(crate::limits::cost_micro_usd(
+            rates,
+            i.unwrap_or(0),
+            o.unwrap_or(0),
+        ));
+    }
     let fail_open = p
         .tenant
         .attributes

@@ -326,7 +326,9 @@ fn dashboard_queries_only_exposed_metrics() {
     );
     let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let m = Metrics::new(MetricsConfig::default());
-    m.record(&receipt("t", "u", "tool"));
+    let mut priced = receipt("t", "u", "tool");
+    priced.details = json!({"cost_micro_usd": 1234});
+    m.record(&priced);
     for kind in [ReceiptKind::RateLimit, ReceiptKind::Approval] {
         let mut r = receipt("t", "u", "tool");
         r.kind = kind;
@@ -393,6 +395,20 @@ async fn latency_is_split_into_gateway_and_upstream() {
         .text()
         .await
         .unwrap();
+    // Each call's cost at the price table's rates (claude-sonnet-4-5: $3 / $15 per MTok)
+    // is in its receipt, and the spend metric is their sum.
+    let mut spent = 0;
+    for r in receipts.iter().filter(|r| r["kind"] == "message") {
+        let want = r["input_tokens"].as_u64().unwrap() * 3 + r["output_tokens"].as_u64().unwrap() * 15;
+        assert_eq!(r["details"]["cost_micro_usd"].as_u64(), Some(want), "{r}");
+        spent += want;
+    }
+    assert!(
+        text.contains(&format!(
+            "palisade_spend_micro_usd_total{{tenant=\"acme\",user=\"all\"}} {spent}"
+        )),
+        "{text}"
+    );
     for phase in ["gateway", "upstream"] {
         assert!(
             text.contains(&format!(

@@ -38,6 +38,9 @@ async fn demo_runs_offline_and_shows_every_section() {
         "initech: ok",
         "Done.",
     ] {
-        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
     }
 }

@@ -378,27 +378,30 @@ pub(crate) fn has_spaced_run(b: &[u8]) -> bool {
         return true;
     }
     let m = n - 6;
+    // Per block: classify each byte once (bit 0 letter, bit 1 separator, bit 2 not
+    // alphanumeric), then test the window on the class bytes; both loops vectorise.
+    let mut cls = [0u8; 2048 + 6];
     let mut i = 0;
     while i < m {
         let e = (i + 2048).min(m);
-        let hit = b[i..e]
+        let w = e - i + 6;
+        for (c, &x) in cls[..w].iter_mut().zip(&b[i..i + w]) {
+            *c = alpha_u8(x) | sep_u8(x) << 1 | (alnum_u8(x) ^ 1) << 2;
+        }
+        let c = &cls[..w];
+        let k = e - i;
+        let hit = c[..k]
             .iter()
-            .zip(&b[i + 1..e + 1])
-            .zip(&b[i + 2..e + 2])
-            .zip(&b[i + 3..e + 3])
-            .zip(&b[i + 4..e + 4])
-            .zip(&b[i + 5..e + 5])
-            .zip(&b[i + 6..e + 6])
-            .fold(0u8, |acc, ((((((&x0, &x1), &x2), &x3), &x4), &x5), &x6)| {
-                acc | ((alnum_u8(x0) ^ 1)
-                    & alpha_u8(x1)
-                    & sep_u8(x2)
-                    & alpha_u8(x3)
-                    & sep_u8(x4)
-                    & alpha_u8(x5)
-                    & (alnum_u8(x6) ^ 1))
+            .zip(&c[1..k + 1])
+            .zip(&c[2..k + 2])
+            .zip(&c[3..k + 3])
+            .zip(&c[4..k + 4])
+            .zip(&c[5..k + 5])
+            .zip(&c[6..k + 6])
+            .fold(0u8, |acc, ((((((&c0, &c1), &c2), &c3), &c4), &c5), &c6)| {
+                acc | ((c0 >> 2) & c1 & (c2 >> 1) & c3 & (c4 >> 1) & c5 & (c6 >> 2))
             });
-        if hit != 0 {
+        if hit & 1 != 0 {
             return true;
         }
         i = e;
@@ -485,6 +488,35 @@ mod tests {
         let n = normalize(s);
         let at = n.text.find("ignore").unwrap();
         assert_eq!(&s[n.map_span(s, at..at + 6)], "i g n o r e");
+    }
+
+    #[test]
+    fn spaced_precheck_is_sound_on_long_text() {
+        // Whenever a spaced run exists, the vectorised pre-check must say so.
+        let alphabet = b"ab .-_*1xQ\n";
+        let mut seed = 0x1234_5678_u64;
+        for len in [16usize, 17, 40, 100, 2100, 4200] {
+            for _ in 0..300 {
+                let mut v = Vec::with_capacity(len);
+                for _ in 0..len {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    // Mostly letters and spaces, so runs appear now and then.
+                    v.push(alphabet[(seed >> 33) as usize % alphabet.len()]);
+                }
+                if !spaced_runs(&v).is_empty() {
+                    assert!(has_spaced_run(&v), "{:?}", String::from_utf8_lossy(&v));
+                }
+            }
+        }
+        let mut long = "word ".repeat(900);
+        long.push_str("x i g n o r e y");
+        long.push_str(&" word".repeat(900));
+        assert!(has_spaced_run(long.as_bytes()));
+        assert!(!has_spaced_run(
+            "plain words only here. ".repeat(300).as_bytes()
+        ));
     }
 
     #[test]

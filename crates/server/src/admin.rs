@@ -153,6 +153,7 @@ pub async fn delete_tenant(
     state.store.delete_tenant(&id).await?;
     state.forget_all_keys();
     state.tenant_keys.forget(&id).await;
+    state.upstream_keys.forget(&id).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -170,6 +171,10 @@ pub struct CreateKey {
     /// Client networks (CIDR) the key may be used from; empty means any.
     #[serde(default)]
     allowed_networks: Vec<String>,
+    /// mTLS: the SHA-256 fingerprint (hex, colons allowed) of a client certificate. The
+    /// key then has no secret: a connection presenting that verified certificate
+    /// authenticates as it.
+    client_cert_sha256: Option<String>,
 }
 
 /// Roles are slugs: policies may name their own (`viewer`, `editor`, …) beside the
@@ -263,7 +268,22 @@ pub async fn create_key(
             "name must be at most 200 characters",
         ));
     }
-    let minted = mint_key(&*state.rng)?;
+    let minted = match req.client_cert_sha256.as_deref() {
+        None => mint_key(&*state.rng)?,
+        Some(fp) => {
+            let fp = crate::tls::parse_fingerprint(fp).ok_or_else(|| {
+                ApiError::invalid(
+                    "invalid_fingerprint",
+                    "client_cert_sha256 must be the certificate's SHA-256 as 64 hex digits",
+                )
+            })?;
+            crate::auth::MintedKey {
+                id: crate::auth::cert_key_id(&fp),
+                secret: String::new(),
+                secret_hash: crate::auth::hash_secret(&fp),
+            }
+        }
+    };
     let key = state
         .store
         .create_key(NewApiKey {
@@ -286,11 +306,9 @@ pub async fn create_key(
         json!({"op": "create", "role": key.role}),
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(key_json(&key, Some(&minted.secret))),
-    )
-        .into_response())
+    // A certificate key has no secret to show.
+    let secret = (!minted.secret.is_empty()).then_some(minted.secret.as_str());
+    Ok((StatusCode::CREATED, Json(key_json(&key, secret))).into_response())
 }
 
 pub async fn list_keys(
@@ -324,6 +342,13 @@ pub async fn rotate_key(
 ) -> Result<Response, ApiError> {
     let actor = require_admin_for(&state, &headers, Some(&tenant)).await?;
     let req: RotateKey = parse_body(&body)?;
+    if id.starts_with(crate::auth::CERT_KEY_PREFIX) {
+        return Err(ApiError::invalid(
+            "not_rotatable",
+            "a client-certificate key has no secret: register the new certificate as a key \
+             and revoke this one",
+        ));
+    }
     if req.grace_seconds > MAX_GRACE_SECONDS {
         return Err(ApiError::invalid(
             "invalid_grace",

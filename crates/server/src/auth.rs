@@ -207,18 +207,44 @@ fn invalid_key() -> ApiError {
 /// revealing whether a key id exists. Then the request's origin and network are checked,
 /// and `x-palisade-user` is applied (only with the `act_as` scope).
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let Some(raw) = credential(headers) else {
-        return Err(ApiError::unauthenticated(
-            "missing_credential",
-            "missing API key: send a Palisade key in x-api-key or Authorization: Bearer",
-        ));
-    };
-    let mut principal = if raw.starts_with(KEY_PREFIX) {
-        authenticate_key(state, headers, raw).await?
-    } else if crate::jwt::looks_like_jwt(raw) {
-        authenticate_jwt(state, raw).await?
-    } else {
-        return Err(invalid_key());
+    // A verified client certificate (mTLS) registered as a key authenticates on its own;
+    // with a credential as well, both must name the same tenant.
+    let cert = crate::tls::client_cert(headers);
+    let mut principal = match (credential(headers), cert) {
+        (None, Some(fp)) => match authenticate_cert(state, headers, fp).await? {
+            Some(p) => p,
+            None => {
+                return Err(ApiError::unauthenticated(
+                    "unknown_client_certificate",
+                    "this client certificate is not registered to any key; send an API key",
+                ));
+            }
+        },
+        (None, None) => {
+            return Err(ApiError::unauthenticated(
+                "missing_credential",
+                "missing API key: send a Palisade key in x-api-key or Authorization: Bearer",
+            ));
+        }
+        (Some(raw), cert) => {
+            let p = if raw.starts_with(KEY_PREFIX) {
+                authenticate_key(state, headers, raw).await?
+            } else if crate::jwt::looks_like_jwt(raw) {
+                authenticate_jwt(state, raw).await?
+            } else {
+                return Err(invalid_key());
+            };
+            if let Some(fp) = cert
+                && let Some(c) = authenticate_cert(state, headers, fp).await?
+                && c.tenant_id() != p.tenant_id()
+            {
+                return Err(ApiError::unauthenticated(
+                    "identity_mismatch",
+                    "the client certificate and the credential belong to different tenants",
+                ));
+            }
+            p
+        }
     };
     let trusted = &state.config.auth.trusted_proxies;
     crate::access::check_tenant(headers, trusted, &principal.tenant.attributes)?;
@@ -293,6 +319,56 @@ async fn authenticate_key(
         acting_for: None,
         attributes: serde_json::Map::new(),
     })
+}
+
+/// Key id of a client certificate registered as a credential (`client_cert_sha256`).
+pub fn cert_key_id(fingerprint: &str) -> String {
+    format!("{CERT_KEY_PREFIX}{fingerprint}")
+}
+
+/// Key ids of client-certificate keys start with this (Palisade keys with `key_`).
+pub const CERT_KEY_PREFIX: &str = "crt_";
+
+/// The key a verified client certificate is registered as; `None` when it is not
+/// registered. A registered but revoked, expired or out-of-network key is a 401.
+async fn authenticate_cert(
+    state: &AppState,
+    headers: &HeaderMap,
+    fingerprint: &str,
+) -> Result<Option<Principal>, ApiError> {
+    let Some(entry) = state.lookup_key(&cert_key_id(fingerprint)).await? else {
+        return Ok(None);
+    };
+    // The id is the lookup; the stored hash must still agree (defence in depth).
+    let presented = hash_secret(fingerprint);
+    if !bool::from(presented.as_bytes().ct_eq(entry.key.secret_hash.as_bytes())) {
+        return Ok(None);
+    }
+    let now = palisade_store::now_ms();
+    if entry.key.revoked_at.is_some() {
+        return Err(ApiError::unauthenticated(
+            "key_revoked",
+            "the key of this client certificate has been revoked",
+        ));
+    }
+    if entry.key.expires_at.is_some_and(|e| e <= now) {
+        return Err(ApiError::unauthenticated(
+            "key_expired",
+            "the key of this client certificate has expired",
+        ));
+    }
+    crate::access::check_networks(
+        headers,
+        &state.config.auth.trusted_proxies,
+        &entry.key.allowed_networks,
+    )?;
+    Ok(Some(Principal {
+        scopes: effective_scopes(&entry.key),
+        tenant: entry.tenant.clone(),
+        key: entry.key.clone(),
+        acting_for: None,
+        attributes: serde_json::Map::new(),
+    }))
 }
 
 async fn authenticate_jwt(state: &AppState, raw: &str) -> Result<Principal, ApiError> {
@@ -380,8 +456,10 @@ pub async fn require_admin_for(
     tenant: Option<&str>,
 ) -> Result<Actor, ApiError> {
     let raw = credential(headers);
-    let tenant_credential =
-        raw.is_some_and(|r| r.starts_with(KEY_PREFIX) || crate::jwt::looks_like_jwt(r));
+    // A client certificate alone (mTLS) is a tenant credential too.
+    let tenant_credential = raw
+        .is_some_and(|r| r.starts_with(KEY_PREFIX) || crate::jwt::looks_like_jwt(r))
+        || (raw.is_none() && crate::tls::client_cert(headers).is_some());
     let is_platform = match (raw, state.config.admin.token.as_deref()) {
         (Some(r), Some(expected)) => secrets_equal(r, expected),
         _ => false,

@@ -23,6 +23,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Zero-trust access: trusted proxies and IdP (JWT) trust.
     pub auth: crate::access::AuthConfig,
+    /// TLS termination and client certificates (`tls.rs`; off unless `cert_file` is set).
+    pub tls: crate::tls::TlsConfig,
     /// Redis, shared by replicas for rate-limit counters (`limits.backend: redis`).
     pub redis: RedisConfig,
     /// Sentinel anomaly detection, alert routing and `/metrics`.
@@ -299,6 +301,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             audit: AuditConfig::default(),
             auth: crate::access::AuthConfig::default(),
+            tls: crate::tls::TlsConfig::default(),
             redis: RedisConfig::default(),
             sentinel: crate::sentinel::SentinelSettings::default(),
             moderation: ModerationConfig::default(),
@@ -572,6 +575,7 @@ impl Config {
             return bad("admin.token must be at least 16 characters");
         }
         self.auth.validate().map_err(ConfigError::Invalid)?;
+        self.tls.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }

@@ -32,7 +32,9 @@ pub mod sinks;
 pub mod sse;
 pub mod state;
 pub mod tenant_keys;
+pub mod tls;
 pub mod tools;
+pub mod upstream_keys;
 pub mod verify;
 pub mod webhooks;
 
@@ -87,6 +89,12 @@ pub fn router(state: AppState) -> Router {
             "/admin/v1/tenants/{tenant}/keys/{id}/revoke",
             post(admin::revoke_key),
         )
+        .route(
+            "/admin/v1/tenants/{tenant}/upstream-key",
+            get(upstream_keys::get)
+                .put(upstream_keys::put)
+                .delete(upstream_keys::delete),
+        )
         .route("/v1/guard/tool", post(policy::guard_tool))
         .route("/v1/guard/scan", post(content::guard_scan))
         .route(
@@ -140,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::map_response(shape_plain_errors))
         .layer(axum::middleware::from_fn(request_span))
         .layer(axum::middleware::map_request(access::stamp_peer))
+        .layer(axum::middleware::map_request(tls::stamp_client_cert))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -177,10 +186,7 @@ async fn method_not_allowed() -> ApiError {
 /// One span per request (exported as an OTLP trace when configured): method, route
 /// template (never the raw path, which can hold ids), status and receipt id. No headers,
 /// no body.
-async fn request_span(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
+async fn request_span(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -310,6 +316,8 @@ fn write_private(path: &str, text: &str) -> std::io::Result<()> {
 /// A running gateway: its address and a handle to stop it gracefully.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Serving HTTPS (`tls.cert_file` set).
+    pub tls: bool,
     pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
@@ -345,6 +353,11 @@ impl RunningServer {
                 "no upstream key configured (ANTHROPIC_API_KEY); calls go upstream without one"
             );
         }
+        let tls = if config.tls.enabled() {
+            Some(tls::TlsState::load(&config.tls)?)
+        } else {
+            None
+        };
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| format!("listen {}: {e}", config.listen))?;
@@ -368,12 +381,21 @@ impl RunningServer {
                 drain_state.set_draining();
                 let _ = drained_tx.send(());
             };
-            let serve = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .into_future();
+            let serve: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+                match tls {
+                    Some(tls) => Box::pin(async move {
+                        tls::serve(listener, app, tls, shutdown).await;
+                        Ok(())
+                    }),
+                    None => Box::pin(
+                        axum::serve(
+                            listener,
+                            app.into_make_service_with_connect_info::<SocketAddr>(),
+                        )
+                        .with_graceful_shutdown(shutdown)
+                        .into_future(),
+                    ),
+                };
             tokio::pin!(serve);
             tokio::select! {
                 r = &mut serve => {
@@ -394,6 +416,7 @@ impl RunningServer {
         });
         Ok(Self {
             addr,
+            tls: state.config.tls.enabled(),
             state,
             stop: Some(stop_tx),
             done,
@@ -404,6 +427,9 @@ impl RunningServer {
     }
 
     pub fn base_url(&self) -> String {
+        if self.tls {
+            return tls::base_url(self.addr);
+        }
         format!("http://{}", self.addr)
     }
 

@@ -210,6 +210,30 @@ pub const OPS: &[Op] = &[
         200,
     ),
     op(
+        "put",
+        "/admin/v1/tenants/{tenant}/upstream-key",
+        "Set or replace the tenant's own upstream key (BYOK; stored encrypted, never returned)",
+        Auth::TenantAdmin,
+        JSON,
+        200,
+    ),
+    op(
+        "get",
+        "/admin/v1/tenants/{tenant}/upstream-key",
+        "Upstream key metadata (set or not, dates, last 4 characters; never the key)",
+        Auth::TenantAdmin,
+        None,
+        200,
+    ),
+    op(
+        "delete",
+        "/admin/v1/tenants/{tenant}/upstream-key",
+        "Delete the tenant's own upstream key (calls use the platform key again)",
+        Auth::TenantAdmin,
+        None,
+        204,
+    ),
+    op(
         "post",
         "/admin/v1/tenants/{tenant}/policy",
         "Put a tenant policy version",
@@ -518,7 +542,10 @@ fn operation(o: &Op) -> Value {
     }
     if o.body == YAML {
         // Policy uploads: an existing version is answered 200, a new one 201.
-        responses.insert("200".into(), json!({"description": "this version already exists"}));
+        responses.insert(
+            "200".into(),
+            json!({"description": "this version already exists"}),
+        );
         responses.insert(
             "422".into(),
             err("the policy does not validate; `diagnostics` lists file, line, column and message"),

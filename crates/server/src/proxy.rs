@@ -281,13 +281,22 @@ async fn handle(
     if endpoint == Endpoint::Messages {
         draft.capture_request(&state, &principal, &request.body);
     }
+    // The tenant's own upstream key (BYOK) replaces the platform key; one that cannot be
+    // decrypted refuses the call (never a silent fallback).
+    let own_key = match crate::upstream_keys::for_tenant(&state, principal.tenant_id()).await {
+        Ok(k) => k,
+        Err(e) => return refuse(&state, &principal, draft, e, started).await,
+    };
     let upstream = UpstreamRequest {
         url: format!(
             "{}{}",
             state.config.anthropic.base_url.trim_end_matches('/'),
             endpoint.path()
         ),
-        headers: upstream_headers(&state, &headers),
+        headers: crate::upstream_keys::apply(
+            upstream_headers(&state, &headers),
+            own_key.as_deref(),
+        ),
         body,
     };
     let gate = (endpoint == Endpoint::Messages).then_some(gate);
@@ -563,9 +572,9 @@ async fn unary_call(
                 tokio::time::timeout(
                     state.config.timeouts.first_byte(),
                     tracing::Instrument::instrument(
-                    upstream.send(&state).send(),
-                    tracing::info_span!("palisade.upstream"),
-                ),
+                        upstream.send(&state).send(),
+                        tracing::info_span!("palisade.upstream"),
+                    ),
                 ),
             );
             let resp = match send.await {
@@ -881,9 +890,9 @@ async fn stream_call(
     let send = tokio::time::timeout(
         state.config.timeouts.first_byte(),
         tracing::Instrument::instrument(
-                    upstream.send(&state).send(),
-                    tracing::info_span!("palisade.upstream"),
-                ),
+            upstream.send(&state).send(),
+            tracing::info_span!("palisade.upstream"),
+        ),
     );
     let waiting = Instant::now();
     // With parallel input moderation the response is held (nothing released) until the

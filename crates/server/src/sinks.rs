@@ -166,7 +166,6 @@ pub fn validate(sinks: &[SinkConfig]) -> Result<(), String> {
     Ok(())
 }
 
-
 /// Canonical JSON of a sealed receipt: one line of a file sink or dead-letter file.
 pub fn receipt_line(r: &Receipt) -> Option<String> {
     let v = serde_json::to_value(r).ok()?;
@@ -742,7 +741,10 @@ mod tests {
         let key = hmac::Key::new(hmac::HMAC_SHA256, b"Jefe");
         let want = hex::encode(hmac::sign(&key, b"1.what do ya want for nothing?").as_ref());
         assert_eq!(s, format!("v1={want}"));
-        assert_ne!(s, crate::webhooks::sign(b"Jefe", 2, b"what do ya want for nothing?"));
+        assert_ne!(
+            s,
+            crate::webhooks::sign(b"Jefe", 2, b"what do ya want for nothing?")
+        );
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct AppState {
     pub webhooks: crate::webhooks::Webhooks,
     /// SIEM sinks (commit observers on `receipts`).
     pub sinks: crate::sinks::Sinks,
+    /// Tenants' own upstream keys, decrypted, for a few seconds (`upstream_keys.rs`).
+    pub upstream_keys: crate::upstream_keys::UpstreamKeys,
     /// Auth cache. Admin changes invalidate entries at once; the short TTL bounds how long
     /// a change made by another process (CLI, another replica) can take to be seen.
     keys: moka::future::Cache<String, Option<KeyEntry>>,
@@ -97,6 +99,7 @@ impl AppState {
             webhooks,
             receipts,
             sinks,
+            upstream_keys: crate::upstream_keys::UpstreamKeys::default(),
             tenant_keys,
             policies: crate::policy::Policies::with_ttl(policies_store, cache_ttl),
             guards: crate::content::Guards::default(),

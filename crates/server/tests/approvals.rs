@@ -335,18 +335,18 @@ async fn messages_tool_use_needing_approval_is_withheld_then_released_once() {
     // The message receipts name the approvals they opened and the redemption.
     let receipts = h.receipts(&appr).await;
     assert!(
-        receipts
-            .iter()
-            .any(|r| r["kind"] == "message"
-                && r["details"]["approvals"].is_array()
-                && r["approval_id"] == r["details"]["approvals"][0]),
+        receipts.iter().any(|r| r["kind"] == "message"
+            && r["details"]["approvals"].is_array()
+            && r["approval_id"] == r["details"]["approvals"][0]),
         "a message receipt lists its approvals and names the first in approval_id"
     );
     assert!(
         receipts
             .iter()
             .filter(|r| r["kind"] == "approval")
-            .all(|r| r["approval_id"].as_str().is_some_and(|a| a.starts_with("apr_"))),
+            .all(|r| r["approval_id"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("apr_"))),
         "approval receipts name their approval"
     );
     assert!(receipts.iter().any(|r| r["kind"] == "message"
@@ -422,7 +422,10 @@ async fn approvals_webhook_is_signed_retried_and_carries_no_args() {
         })
         .collect();
     assert_eq!(requested.len(), 2, "{requested:?}");
-    assert_eq!(requested[0].0, requested[1].0, "the retry is the same event");
+    assert_eq!(
+        requested[0].0, requested[1].0,
+        "the retry is the same event"
+    );
     assert_eq!((&*requested[0].1, &*requested[1].1), ("1", "2"));
     assert!(kinds.contains(&("approval.decided".to_string(), json!("approved"))));
 }

@@ -33,6 +33,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
 
 const PROMPT: &str = "canary-prompt-7f3a9c tell me about zebras";
 const EMAIL: &str = "canary.person.7f3a9c@example.com";
+const BYOK_KEY: &str = "sk-ant-byok-canary-7f3a9c-0123456789";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_or_prompt_reaches_the_logs() {
@@ -115,6 +116,33 @@ async fn no_secret_or_prompt_reaches_the_logs() {
         .send()
         .await;
 
+    // BYOK: the tenant's own upstream key is set, used (the mock refuses it: an upstream
+    // error path), replaced with a malformed body, read back and deleted.
+    for body in [
+        json!({"api_key": BYOK_KEY}),
+        json!({"api_key": BYOK_KEY, "extra": BYOK_KEY}),
+        json!({"api_key": format!("{BYOK_KEY} with spaces")}),
+    ] {
+        let _ = h
+            .admin(
+                Method::PUT,
+                "/admin/v1/tenants/canary/upstream-key",
+                Some(body),
+            )
+            .await;
+    }
+    let _ = h.message(&key, &chat(PROMPT)).await;
+    let _ = h
+        .admin(Method::GET, "/admin/v1/tenants/canary/upstream-key", None)
+        .await;
+    let _ = h
+        .admin(
+            Method::DELETE,
+            "/admin/v1/tenants/canary/upstream-key",
+            None,
+        )
+        .await;
+
     let mut h = h;
     h.stop().await;
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
@@ -133,6 +161,7 @@ async fn no_secret_or_prompt_reaches_the_logs() {
         "canary-jwt-7f3a9c".to_string(),
         ADMIN.to_string(),
         PLATFORM_KEY.to_string(),
+        BYOK_KEY.to_string(),
         "garbage-canary-7f3a9c".into(),
         "wrong-admin-canary-7f3a9c".into(),
         "canary-prompt-7f3a9c".into(),

@@ -399,7 +399,8 @@ async fn latency_is_split_into_gateway_and_upstream() {
     // is in its receipt, and the spend metric is their sum.
     let mut spent = 0;
     for r in receipts.iter().filter(|r| r["kind"] == "message") {
-        let want = r["input_tokens"].as_u64().unwrap() * 3 + r["output_tokens"].as_u64().unwrap() * 15;
+        let want =
+            r["input_tokens"].as_u64().unwrap() * 3 + r["output_tokens"].as_u64().unwrap() * 15;
         assert_eq!(r["details"]["cost_micro_usd"].as_u64(), Some(want), "{r}");
         spent += want;
     }

@@ -9,6 +9,7 @@ mod capture;
 mod model;
 mod postgres;
 mod sqlite;
+mod upstream_keys;
 
 pub use alerts::{AlertQuery, AlertRecord};
 pub use approvals::ApprovalRecord;
@@ -16,6 +17,7 @@ pub use capture::CaptureRecord;
 pub use model::*;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use upstream_keys::UpstreamKeyRecord;
 
 use async_trait::async_trait;
 use palisade_audit::{Anchor, ChainHead, Receipt, SignedCheckpoint};
@@ -228,6 +230,13 @@ pub trait Store: Send + Sync + 'static {
         args_hash: &str,
         now_ms: i64,
     ) -> Result<Option<ApprovalRecord>>;
+
+    /// The tenant's own upstream key (sealed by the server), if one is set.
+    async fn get_upstream_key(&self, tenant_id: &str) -> Result<Option<UpstreamKeyRecord>>;
+    /// Sets or replaces the tenant's upstream key (an existing row keeps `created_at`).
+    async fn put_upstream_key(&self, k: &UpstreamKeyRecord) -> Result<()>;
+    /// Removes the tenant's upstream key; false when none was set.
+    async fn delete_upstream_key(&self, tenant_id: &str) -> Result<bool>;
 
     /// Stores a sealed full-content capture (`Conflict` if the id exists).
     async fn put_capture(&self, c: &CaptureRecord) -> Result<()>;

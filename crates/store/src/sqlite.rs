@@ -339,6 +339,10 @@ impl Store for SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM tenant_upstream_keys WHERE tenant_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         let n = sqlx::query("DELETE FROM tenants WHERE id = ?")
             .bind(id)
             .execute(&mut *tx)
@@ -915,6 +919,18 @@ impl Store for SqliteStore {
 
     async fn get_capture(&self, tenant_id: &str, id: &str) -> Result<Option<crate::CaptureRecord>> {
         self.captures_get(tenant_id, id).await
+    }
+
+    async fn get_upstream_key(&self, tenant_id: &str) -> Result<Option<crate::UpstreamKeyRecord>> {
+        self.upstream_key_get(tenant_id).await
+    }
+
+    async fn put_upstream_key(&self, k: &crate::UpstreamKeyRecord) -> Result<()> {
+        self.upstream_key_put(k).await
+    }
+
+    async fn delete_upstream_key(&self, tenant_id: &str) -> Result<bool> {
+        self.upstream_key_delete(tenant_id).await
     }
 }
 

@@ -812,7 +812,56 @@ async fn approvals_are_cas_single_use_and_tenant_scoped(b: Backend) {
     );
 }
 
+async fn upstream_keys_are_tenant_scoped_replaced_and_deleted(b: Backend) {
+    let s = &b.store;
+    for t in ["acme", "globex"] {
+        s.create_tenant(new_tenant(t)).await.unwrap();
+    }
+    assert!(s.get_upstream_key("acme").await.unwrap().is_none());
+    let k = UpstreamKeyRecord {
+        tenant_id: "acme".into(),
+        sealed: "{\"alg\":\"A256GCM\",\"n\":1}".into(),
+        last4: "abcd".into(),
+        created_at: 1000,
+        updated_at: 1000,
+    };
+    s.put_upstream_key(&k).await.unwrap();
+    assert_eq!(s.get_upstream_key("acme").await.unwrap(), Some(k.clone()));
+    assert!(s.get_upstream_key("globex").await.unwrap().is_none());
+    // Replacing keeps created_at, takes the new ciphertext.
+    let k2 = UpstreamKeyRecord {
+        sealed: "{\"alg\":\"A256GCM\",\"n\":2}".into(),
+        last4: "wxyz".into(),
+        created_at: 5000,
+        updated_at: 5000,
+        ..k.clone()
+    };
+    s.put_upstream_key(&k2).await.unwrap();
+    let got = s.get_upstream_key("acme").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            got.sealed.as_str(),
+            got.last4.as_str(),
+            got.created_at,
+            got.updated_at
+        ),
+        (k2.sealed.as_str(), "wxyz", 1000, 5000)
+    );
+    // The Debug form never shows the ciphertext.
+    assert!(!format!("{got:?}").contains("A256GCM"));
+    // Another tenant cannot delete it; the owner can, once.
+    assert!(!s.delete_upstream_key("globex").await.unwrap());
+    assert!(s.delete_upstream_key("acme").await.unwrap());
+    assert!(!s.delete_upstream_key("acme").await.unwrap());
+    assert!(s.get_upstream_key("acme").await.unwrap().is_none());
+    // Deleting the tenant deletes its upstream key with its data key.
+    s.put_upstream_key(&k).await.unwrap();
+    assert!(s.delete_tenant("acme").await.unwrap());
+    assert!(s.get_upstream_key("acme").await.unwrap().is_none());
+}
+
 contract_suite!(
+    upstream_keys_are_tenant_scoped_replaced_and_deleted,
     change_feed_reports_writes_by_other_processes,
     tenants_crud,
     key_rotation_grace_and_networks,

@@ -771,16 +771,28 @@ pub(crate) fn phone_at(b: &[u8], r: usize) -> Option<(Range<usize>, f32)> {
     if !boundary_after(b, e) || (e < n && b[e] == b')') {
         return None;
     }
-    let sizes: Vec<usize> = groups[..ng].iter().map(|g| g.1).collect();
-    let mut d: Vec<u8> = Vec::with_capacity(16);
-    for &(gs, l) in &groups[..ng] {
-        d.extend_from_slice(&b[gs..gs + l]);
+    // Every accepted form below has at least 8 digits.
+    let total: usize = groups[..ng].iter().map(|g| g.1).sum();
+    if total < 8 {
+        return None;
     }
-    let total = d.len();
+    let mut size_buf = [0usize; 8];
+    for (k, g) in groups[..ng].iter().enumerate() {
+        size_buf[k] = g.1;
+    }
+    let sizes = &size_buf[..ng];
+    // At most 28 bytes were looked at, so at most 28 digits.
+    let mut d_buf = [0u8; 32];
+    let mut dl = 0;
+    for &(gs, l) in &groups[..ng] {
+        d_buf[dl..dl + l].copy_from_slice(&b[gs..gs + l]);
+        dl += l;
+    }
+    let d = &d_buf[..dl];
     let seps = &seps[..ng.saturating_sub(1)];
     let intl = plus || (d.starts_with(b"00") && ng >= 2);
     if intl {
-        let digits: &[u8] = if plus { &d } else { &d[2..] };
+        let digits: &[u8] = if plus { d } else { &d[2..] };
         let ccl = if ng >= 2 && !plus && sizes[0] > 2 {
             // 00 44 …: the first group was "00".
             cc_len(digits)?
@@ -819,7 +831,7 @@ pub(crate) fn phone_at(b: &[u8], r: usize) -> Option<(Range<usize>, f32)> {
         xs.windows(2)
             .all(|w| w[0] == w[1] || w[0] == b')' || w[0] == b'(')
     };
-    if sizes == [3, 3, 4] && nanp_ok(&d) && consistent(seps) {
+    if sizes == [3, 3, 4] && nanp_ok(d) && consistent(seps) {
         return Some((s..e, 0.85));
     }
     if sizes == [1, 3, 3, 4] && d[0] == b'1' && nanp_ok(&d[1..]) {
@@ -837,7 +849,7 @@ pub(crate) fn phone_at(b: &[u8], r: usize) -> Option<(Range<usize>, f32)> {
         return Some((s..e, 0.7));
     }
     // Bare digits only with a phone word nearby.
-    if ng == 1 && (total == 10 && nanp_ok(&d) || total == 11 && d[0] == b'1' && nanp_ok(&d[1..])) {
+    if ng == 1 && (total == 10 && nanp_ok(d) || total == 11 && d[0] == b'1' && nanp_ok(&d[1..])) {
         let c = context_before(b, s, 24);
         if PHONE_CONTEXT.iter().any(|w| contains(&c, w)) {
             return Some((s..e, 0.6));

@@ -177,6 +177,35 @@ pub async fn create(
     Ok(a)
 }
 
+/// Uses `token` on exactly this call (tenant, tool, canonical args; single use). On
+/// success writes the redemption receipt, turns `decision` into the allow it grants and
+/// returns the approval id; `None` when the token fits nothing (the decision is untouched).
+async fn redeem(
+    state: &AppState,
+    p: &Principal,
+    ctx: &EvalContext,
+    decision: &mut Decision,
+    token: &str,
+) -> Result<Option<String>, ApiError> {
+    let hash = palisade_audit::sha256_hex(token.as_bytes());
+    let used = state
+        .store
+        .redeem_approval(
+            p.tenant_id(),
+            &hash,
+            &ctx.tool,
+            &args_hash(&ctx.args)?,
+            now_ms(),
+        )
+        .await?;
+    let Some(a) = used else { return Ok(None) };
+    receipt(state, p, "approval_redeemed", &a, json!({})).await?;
+    decision.verdict = Verdict::Allow;
+    decision.rule_id = Some(format!("approval:{}", a.id));
+    decision.reason = Some("approved by a human (single use)".into());
+    Ok(Some(a.id))
+}
+
 /// `/v1/guard/tool` hook: for `require_approval`, redeems `token` (→ allow once) or
 /// creates a pending approval. Returns the possibly changed decision and what to tell
 /// the caller about the approval.
@@ -192,25 +221,8 @@ pub async fn on_guard(
         return Ok((decision, None));
     }
     if let Some(token) = token {
-        let hash = palisade_audit::sha256_hex(token.as_bytes());
-        let used = state
-            .store
-            .redeem_approval(
-                p.tenant_id(),
-                &hash,
-                &ctx.tool,
-                &args_hash(&ctx.args)?,
-                now_ms(),
-            )
-            .await?;
-        return Ok(match used {
-            Some(a) => {
-                receipt(state, p, "approval_redeemed", &a, json!({})).await?;
-                decision.verdict = Verdict::Allow;
-                decision.rule_id = Some(format!("approval:{}", a.id));
-                decision.reason = Some("approved by a human (single use)".into());
-                (decision, Some(json!({"id": a.id, "status": "used"})))
-            }
+        return Ok(match redeem(state, p, ctx, &mut decision, token).await? {
+            Some(id) => (decision, Some(json!({"id": id, "status": "used"}))),
             None => {
                 decision.verdict = Verdict::Deny;
                 decision.reason = Some(
@@ -244,25 +256,10 @@ pub async fn on_message_call(
     mut decision: Decision,
     token: Option<&str>,
 ) -> Result<MessageCall, ApiError> {
-    if let Some(token) = token {
-        let hash = palisade_audit::sha256_hex(token.as_bytes());
-        let used = state
-            .store
-            .redeem_approval(
-                p.tenant_id(),
-                &hash,
-                &ctx.tool,
-                &args_hash(&ctx.args)?,
-                now_ms(),
-            )
-            .await?;
-        if let Some(a) = used {
-            receipt(state, p, "approval_redeemed", &a, json!({})).await?;
-            decision.verdict = Verdict::Allow;
-            decision.rule_id = Some(format!("approval:{}", a.id));
-            decision.reason = Some("approved by a human (single use)".into());
-            return Ok(MessageCall::Redeemed(decision));
-        }
+    if let Some(token) = token
+        && redeem(state, p, ctx, &mut decision, token).await?.is_some()
+    {
+        return Ok(MessageCall::Redeemed(decision));
     }
     let a = create(state, p, ctx, &decision).await?;
     Ok(MessageCall::Pending(decision, a.id))

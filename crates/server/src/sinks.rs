@@ -469,47 +469,22 @@ impl Sink {
                 let body = webhook_body(&lines);
                 let batch_id = uuid::Uuid::now_v7().hyphenated().to_string();
                 let attempts = if retry { *max_attempts } else { 1 };
-                let mut delivered = false;
-                for attempt in 0..attempts {
-                    // Signed like every Palisade webhook (`webhooks.rs`): the timestamp is
-                    // inside the MAC, so a captured delivery cannot be replayed as new.
-                    let ts = palisade_store::now_ms();
-                    let sig = crate::webhooks::sign(secret, ts, body.as_bytes());
-                    let res = http
-                        .post(url)
-                        .timeout(*timeout)
-                        .header("content-type", "application/json")
-                        .header("x-palisade-signature", &sig)
-                        .header("x-palisade-timestamp", ts.to_string())
-                        .header("x-palisade-batch-id", &batch_id)
-                        .header("x-palisade-attempt", (attempt + 1).to_string())
-                        .body(body.clone())
-                        .send()
-                        .await;
-                    let retryable = match res {
-                        Ok(resp) if resp.status().is_success() => {
-                            delivered = true;
-                            break;
-                        }
-                        Ok(resp) => {
-                            let s = resp.status().as_u16();
-                            s == 408 || s == 429 || s >= 500
-                        }
-                        Err(_) => true,
-                    };
-                    self.metrics.sink_failure(&self.name);
-                    if !retryable || attempt + 1 == attempts || cancel.is_cancelled() {
-                        break;
-                    }
-                    let wait = base_backoff_ms
-                        .saturating_mul(1u64 << attempt.min(16))
-                        .min(60_000);
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-                    }
-                }
-                delivered
+                let headers = [("x-palisade-batch-id", batch_id)];
+                crate::webhooks::post_with_retries(
+                    &crate::webhooks::Post {
+                        http,
+                        url,
+                        secret: Some(secret),
+                        headers: &headers,
+                        body: body.as_bytes(),
+                        attempts,
+                        base_backoff_ms: *base_backoff_ms,
+                        timeout: *timeout,
+                        cancel,
+                    },
+                    || self.metrics.sink_failure(&self.name),
+                )
+                .await
             }
         };
         if ok {

@@ -58,44 +58,31 @@ impl Webhooks {
     }
 
     async fn deliver(&self, d: Delivery) {
-        for attempt in 0..self.attempts {
-            let ts = palisade_store::now_ms();
-            let mut req = self
-                .http
-                .post(&d.url)
-                .timeout(self.timeout)
-                .header("content-type", "application/json")
-                .header("x-palisade-event", d.event)
-                .header("x-palisade-event-id", &d.event_id)
-                .header("x-palisade-timestamp", ts.to_string())
-                .header("x-palisade-attempt", (attempt + 1).to_string());
-            if d.event == "alert" {
-                // Kept for receivers written against the first alert webhook.
-                req = req.header("x-palisade-alert-id", &d.event_id);
-            }
-            if let Some(s) = &d.secret {
-                req = req.header("x-palisade-signature", sign(s, ts, &d.body));
-            }
-            let retry = match req.body(d.body.clone()).send().await {
-                Ok(resp) if resp.status().is_success() => return,
-                Ok(resp) => {
-                    let s = resp.status().as_u16();
-                    s == 408 || s == 429 || s >= 500
-                }
-                Err(_) => true,
-            };
-            if !retry || attempt + 1 == self.attempts {
-                tracing::warn!(event = d.event, id = %d.event_id, "webhook delivery failed");
-                return;
-            }
-            let wait = self
-                .base_backoff_ms
-                .saturating_mul(1u64 << attempt.min(16))
-                .min(60_000);
-            tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-            }
+        let mut headers = vec![
+            ("x-palisade-event", d.event.to_string()),
+            ("x-palisade-event-id", d.event_id.clone()),
+        ];
+        if d.event == "alert" {
+            // Kept for receivers written against the first alert webhook.
+            headers.push(("x-palisade-alert-id", d.event_id.clone()));
+        }
+        let delivered = post_with_retries(
+            &Post {
+                http: &self.http,
+                url: &d.url,
+                secret: d.secret.as_deref(),
+                headers: &headers,
+                body: &d.body,
+                attempts: self.attempts,
+                base_backoff_ms: self.base_backoff_ms,
+                timeout: self.timeout,
+                cancel: &self.cancel,
+            },
+            || {},
+        )
+        .await;
+        if !delivered {
+            tracing::warn!(event = d.event, id = %d.event_id, "webhook delivery failed");
         }
     }
 
@@ -105,6 +92,67 @@ impl Webhooks {
         self.tracker.close();
         self.tracker.wait().await;
     }
+}
+
+/// One signed POST and its retry policy, shared by event webhooks and the SIEM sink.
+pub struct Post<'a> {
+    pub http: &'a reqwest::Client,
+    pub url: &'a str,
+    /// HMAC key; unsigned when absent.
+    pub secret: Option<&'a [u8]>,
+    /// Extra headers (event or batch ids), sent on every attempt.
+    pub headers: &'a [(&'static str, String)],
+    pub body: &'a [u8],
+    /// Attempts in all (the first included; at least one).
+    pub attempts: u32,
+    pub base_backoff_ms: u64,
+    pub timeout: Duration,
+    /// Stops retrying (not an attempt in flight).
+    pub cancel: &'a CancellationToken,
+}
+
+/// Sends `p` until a 2xx, retrying network errors, 408, 429 and 5xx with doubling backoff
+/// (capped at a minute). Each attempt is signed afresh with its own timestamp. Calls
+/// `on_failure` after every failed attempt. Returns whether the body was delivered.
+pub async fn post_with_retries(p: &Post<'_>, mut on_failure: impl FnMut()) -> bool {
+    let attempts = p.attempts.max(1);
+    for attempt in 0..attempts {
+        let ts = palisade_store::now_ms();
+        let mut req = p
+            .http
+            .post(p.url)
+            .timeout(p.timeout)
+            .header("content-type", "application/json")
+            .header("x-palisade-timestamp", ts.to_string())
+            .header("x-palisade-attempt", (attempt + 1).to_string());
+        for (name, value) in p.headers {
+            req = req.header(*name, value);
+        }
+        if let Some(s) = p.secret {
+            req = req.header("x-palisade-signature", sign(s, ts, p.body));
+        }
+        let retry = match req.body(p.body.to_vec()).send().await {
+            Ok(resp) if resp.status().is_success() => return true,
+            Ok(resp) => {
+                let s = resp.status().as_u16();
+                s == 408 || s == 429 || s >= 500
+            }
+            Err(_) => true,
+        };
+        on_failure();
+        if !retry || attempt + 1 == attempts || p.cancel.is_cancelled() {
+            return false;
+        }
+        let wait = p
+            .base_backoff_ms
+            .saturating_mul(1u64 << attempt.min(16))
+            .min(60_000);
+        tokio::select! {
+            _ = p.cancel.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+        }
+    }
+    false
 }
 
 /// `v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`, as sent in

@@ -631,6 +631,28 @@ mod tests {
     }
 
     #[test]
+    fn list_settings_come_from_the_environment_as_json() {
+        let cfg = Config::default()
+            .with_env(env(&[(
+                "PALISADE_LIMITS_PRICES",
+                r#"[{"model":"claude-*","input_per_mtok":2.5,"output_per_mtok":10}]"#,
+            )]))
+            .unwrap();
+        assert_eq!(cfg.limits.prices.len(), 1);
+        assert_eq!(cfg.limits.prices[0].input_per_mtok, 2.5);
+        for bad in ["nope", r#"{"model":"x"}"#, r#"[{"model":"x","input":1}]"#] {
+            let e = Config::default()
+                .with_env(env(&[("PALISADE_LIMITS_PRICES", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("PALISADE_LIMITS_PRICES") || e.contains("unknown field `input`"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn env_overrides_every_leaf_kind() {
         let cfg = Config::default()
             .with_env(env(&[

@@ -60,6 +60,18 @@ pub enum AuditCmd {
     },
     /// Print the checkpoint public key and its key id (JSON).
     PublicKey,
+    /// Append the receipts of the spill file (receipts whose commit failed while the
+    /// store was down) to their tenants' chains. Safe to repeat and to run while the
+    /// gateway serves: the file is first renamed aside, and receipts already in the
+    /// store are skipped.
+    ReplaySpill {
+        /// Spill file (default: `receipts.spill_file`, or the one beside the database).
+        #[arg(long)]
+        file: Option<String>,
+        /// Only report what would be appended.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 pub async fn run(cfg: &Config, cmd: AuditCmd) -> Result<u8> {
@@ -152,6 +164,11 @@ pub async fn run(cfg: &Config, cmd: AuditCmd) -> Result<u8> {
             }
             Ok(0)
         }
+        AuditCmd::ReplaySpill { file, dry_run } => {
+            let path = file.unwrap_or_else(|| cfg.receipts.spill_path(&cfg.storage.url));
+            let store = crate::open_store(cfg).await?;
+            replay_spill(&store, std::path::Path::new(&path), dry_run).await
+        }
         AuditCmd::PublicKey => {
             let Some(signer) = load_signer(cfg, false).map_err(anyhow::Error::msg)? else {
                 bail!(
@@ -165,6 +182,100 @@ pub async fn run(cfg: &Config, cmd: AuditCmd) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// Receipts appended per store transaction when replaying a spill file.
+const REPLAY_BATCH: usize = 256;
+
+/// Replays a spill file into the store. The file is renamed to `<file>.replaying` first
+/// (a running gateway then spills into a fresh file), every line is parsed before
+/// anything is written (a bad line stops the replay with its line number and nothing is
+/// appended), receipts whose id is already stored are skipped, and the renamed file is
+/// removed only once every receipt is in the store. A replay that fails part-way leaves
+/// `<file>.replaying`, which the next run picks up first.
+async fn replay_spill(store: &DynStore, path: &std::path::Path, dry_run: bool) -> Result<u8> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".replaying");
+    let aside = std::path::PathBuf::from(aside);
+    if !aside.exists() {
+        if !path.exists() {
+            println!("no spill file at {}: nothing to replay", path.display());
+            return Ok(0);
+        }
+        if dry_run {
+            return replay_file(store, path, true).await;
+        }
+        std::fs::rename(path, &aside)
+            .with_context(|| format!("moving {} aside for replay", path.display()))?;
+    } else if path.exists() {
+        println!(
+            "{} is left from an interrupted replay; replaying it first (run again for {})",
+            aside.display(),
+            path.display()
+        );
+    }
+    let code = replay_file(store, &aside, dry_run).await?;
+    if !dry_run && code == 0 {
+        std::fs::remove_file(&aside)
+            .with_context(|| format!("removing replayed {}", aside.display()))?;
+    }
+    Ok(code)
+}
+
+async fn replay_file(store: &DynStore, path: &std::path::Path, dry_run: bool) -> Result<u8> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut receipts = Vec::new();
+    for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.with_context(|| format!("{}:{}", path.display(), n + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r: palisade_audit::Receipt = serde_json::from_str(&line).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{}:{}: not a receipt: {e}; nothing was appended",
+                path.display(),
+                n + 1,
+                e.column()
+            )
+        })?;
+        receipts.push(r);
+    }
+    let total = receipts.len();
+    let mut fresh = Vec::with_capacity(total);
+    let mut seen = std::collections::HashSet::new();
+    for r in receipts {
+        if seen.insert((r.tenant_id.clone(), r.id.clone()))
+            && store.get_receipt(&r.tenant_id, &r.id).await?.is_none()
+        {
+            fresh.push(r);
+        }
+    }
+    let skipped = total - fresh.len();
+    if dry_run {
+        println!(
+            "{}: {} receipt(s), would append {}, {} already stored or repeated",
+            path.display(),
+            total,
+            fresh.len(),
+            skipped
+        );
+        return Ok(0);
+    }
+    let mut appended = 0;
+    while !fresh.is_empty() {
+        let rest = fresh.split_off(fresh.len().min(REPLAY_BATCH));
+        let batch = std::mem::replace(&mut fresh, rest);
+        let n = batch.len();
+        store.append_receipts(batch).await.with_context(|| {
+            format!("appending after {appended} receipt(s); run again to resume")
+        })?;
+        appended += n;
+    }
+    println!(
+        "{}: appended {appended} receipt(s) to their chains, {skipped} already stored or repeated",
+        path.display()
+    );
+    Ok(0)
 }
 
 /// `--public-key` values: the key itself, or a file holding it.

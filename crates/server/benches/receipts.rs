@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use palisade_audit::{Receipt, ReceiptKind, format_created_at};
-use palisade_server::receipts::ReceiptWriter;
+use palisade_server::receipts::{ReceiptWriter, WriterOptions};
 use palisade_store::DynStore;
 use std::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
@@ -36,12 +36,29 @@ fn receipt(tenant: &str) -> Receipt {
     r
 }
 
-async fn throughput(store: DynStore, concurrency: usize, per_task: usize) -> f64 {
-    let writer = ReceiptWriter::start(store, 512, &TaskTracker::new());
+async fn throughput(
+    store: DynStore,
+    concurrency: usize,
+    per_task: usize,
+    gather_yields: u32,
+) -> (f64, f64) {
+    let writer = ReceiptWriter::start_with(
+        store,
+        WriterOptions {
+            max_batch: 512,
+            gather_yields: Some(gather_yields),
+            ..WriterOptions::default()
+        },
+        &TaskTracker::new(),
+    );
     // Warm-up.
     for _ in 0..200 {
         writer.commit(receipt("warm")).await.unwrap();
     }
+    let (r0, b0) = (
+        writer.metrics().receipts_committed.get(),
+        writer.metrics().receipt_batches.get(),
+    );
     let start = Instant::now();
     let mut tasks = Vec::new();
     for t in 0..concurrency {
@@ -57,8 +74,13 @@ async fn throughput(store: DynStore, concurrency: usize, per_task: usize) -> f64
         t.await.unwrap();
     }
     let secs = start.elapsed().as_secs_f64();
+    let receipts = writer.metrics().receipts_committed.get() - r0;
+    let batches = writer.metrics().receipt_batches.get() - b0;
     writer.shutdown().await;
-    (concurrency * per_task) as f64 / secs
+    (
+        (concurrency * per_task) as f64 / secs,
+        receipts as f64 / batches.max(1) as f64,
+    )
 }
 
 async fn latency(store: DynStore, n: usize) -> (Duration, Duration) {
@@ -94,10 +116,16 @@ async fn run(
     label: &str,
     open: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = DynStore>>>,
 ) {
+    // Each concurrency runs with the default group-commit window and without it
+    // (`gather_yields` 0), back to back, so the two can be compared within one run.
     for c in [1usize, 16, 64] {
         let per = if c == 1 { 3000 } else { 40_000 / c };
-        let rate = throughput(open().await, c, per).await;
-        println!("{label:<10} concurrency {c:>3}: {rate:>9.0} committed receipts/s");
+        for (window, yields) in [("window", 3), ("no window", 0)] {
+            let (rate, mean_batch) = throughput(open().await, c, per, yields).await;
+            println!(
+                "{label:<10} concurrency {c:>3}, {window:<9}: {rate:>9.0} committed receipts/s (mean batch {mean_batch:.1})"
+            );
+        }
     }
     for batch in [1usize, 64] {
         let rate = store_only(open().await, batch, 20_000 / batch).await;

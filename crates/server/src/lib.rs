@@ -389,7 +389,11 @@ impl RunningServer {
                     }),
                     None => Box::pin(
                         axum::serve(
-                            listener,
+                            // Nagle's algorithm held back small writes (SSE events) until
+                            // the client's delayed ACK: ~40 ms gaps inside streams.
+                            axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                                let _ = tcp.set_nodelay(true);
+                            }),
                             app.into_make_service_with_connect_info::<SocketAddr>(),
                         )
                         .with_graceful_shutdown(shutdown)

@@ -135,6 +135,10 @@ pub struct AuditMetrics {
     pub receipts_spilled: Counter,
     /// Receipts that failed to commit and could not be spilled either (lost).
     pub receipts_lost: Counter,
+    /// Receipts committed by the group-commit writer, and the transactions that took
+    /// them: their ratio is the mean batch size, i.e. how well commits are grouped.
+    pub receipts_committed: Counter,
+    pub receipt_batches: Counter,
 }
 
 impl AuditMetrics {
@@ -177,6 +181,16 @@ impl AuditMetrics {
             "palisade_receipts_lost",
             "Receipts that failed to commit and could not be spilled",
             self.receipts_lost.clone(),
+        );
+        registry.register(
+            "palisade_receipts_committed",
+            "Receipts committed by the group-commit writer",
+            self.receipts_committed.clone(),
+        );
+        registry.register(
+            "palisade_receipt_batches",
+            "Store transactions of the group-commit writer (receipts_committed / receipt_batches is the mean batch size)",
+            self.receipt_batches.clone(),
         );
     }
 }

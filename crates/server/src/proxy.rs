@@ -89,10 +89,11 @@ enum Endpoint {
 }
 
 impl Endpoint {
-    fn path(self) -> &'static str {
+    /// The upstream URL (`AppState::upstream_urls` holds them in this order).
+    fn url(self, state: &AppState) -> reqwest::Url {
         match self {
-            Endpoint::Messages => "/v1/messages",
-            Endpoint::CountTokens => "/v1/messages/count_tokens",
+            Endpoint::Messages => state.upstream_urls[0].clone(),
+            Endpoint::CountTokens => state.upstream_urls[1].clone(),
         }
     }
     fn name(self) -> &'static str {
@@ -288,11 +289,7 @@ async fn handle(
         Err(e) => return refuse(&state, &principal, draft, e, started).await,
     };
     let upstream = UpstreamRequest {
-        url: format!(
-            "{}{}",
-            state.config.anthropic.base_url.trim_end_matches('/'),
-            endpoint.path()
-        ),
+        url: endpoint.url(&state),
         headers: crate::upstream_keys::apply(
             upstream_headers(&state, &headers),
             own_key.as_deref(),
@@ -481,7 +478,7 @@ fn upstream_headers(state: &AppState, client: &HeaderMap) -> reqwest::header::He
 }
 
 struct UpstreamRequest {
-    url: String,
+    url: reqwest::Url,
     headers: reqwest::header::HeaderMap,
     body: Bytes,
 }
@@ -490,7 +487,7 @@ impl UpstreamRequest {
     fn send(&self, state: &AppState) -> reqwest::RequestBuilder {
         state
             .http
-            .post(&self.url)
+            .post(self.url.clone())
             .headers(self.headers.clone())
             .body(self.body.clone())
     }

@@ -86,6 +86,9 @@ pub struct WriterOptions {
     pub write_behind_max_pending: Option<usize>,
     pub spill: Option<Spill>,
     pub metrics: AuditMetrics,
+    /// Group-commit window in scheduler yields (`None`: the default, 3; `Some(0)`:
+    /// commit whatever is queued at once, the behaviour before the window existed).
+    pub gather_yields: Option<u32>,
 }
 
 #[derive(Clone)]
@@ -100,6 +103,10 @@ pub struct ReceiptWriter {
 /// Bounded queue: when the store falls behind, request tasks wait here (backpressure)
 /// rather than memory growing without bound.
 const QUEUE: usize = 16_384;
+
+/// Default number of consecutive empty yields after which the writer stops gathering
+/// and commits.
+const GATHER_YIELDS: u32 = 3;
 
 impl ReceiptWriter {
     pub fn start(store: DynStore, max_batch: usize, tracker: &TaskTracker) -> Self {
@@ -126,6 +133,7 @@ impl ReceiptWriter {
             observers.clone(),
             opts.spill.clone(),
             opts.metrics.clone(),
+            opts.gather_yields.unwrap_or(GATHER_YIELDS),
         ));
         Self {
             tx,
@@ -218,6 +226,7 @@ async fn run(
     observers: Arc<RwLock<Vec<Observer>>>,
     spill: Option<Spill>,
     metrics: AuditMetrics,
+    gather_yields: u32,
 ) {
     let mut batch: Vec<Receipt> = Vec::with_capacity(max_batch);
     // `None` for write-behind receipts: nobody waits for them.
@@ -225,31 +234,60 @@ async fn run(
     let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
     // Copies of write-behind receipts, spilled if their batch fails.
     let mut behind: Vec<Receipt> = Vec::new();
+    // Size of the previous batch: under steady load about that many callers were woken
+    // by its commit and are about to queue their next receipt.
+    let mut last_batch = 0usize;
     while let Some(first) = rx.recv().await {
         let mut stop = None;
         let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Append(r, reply) => {
-                    batch.push(*r);
-                    replies.push(Some(reply));
+        let mut idle = 0;
+        loop {
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Append(r, reply) => {
+                        batch.push(*r);
+                        replies.push(Some(reply));
+                    }
+                    Msg::Behind(r, permit) => {
+                        behind.push((*r).clone());
+                        batch.push(*r);
+                        replies.push(None);
+                        permits.push(permit);
+                    }
+                    Msg::Stop(done) => stop = Some(done),
                 }
-                Msg::Behind(r, permit) => {
-                    behind.push((*r).clone());
-                    batch.push(*r);
-                    replies.push(None);
-                    permits.push(permit);
+                if stop.is_none() && batch.len() < max_batch {
+                    next = rx.try_recv().ok();
                 }
-                Msg::Stop(done) => stop = Some(done),
             }
-            if stop.is_none() && batch.len() < max_batch {
-                next = rx.try_recv().ok();
+            // Group-commit window: when the last batch was larger than what has arrived,
+            // let the woken callers run (a few scheduler yields, no timer) so one
+            // transaction takes them all instead of several small ones. At low
+            // concurrency (last batch of one) this never waits.
+            if stop.is_some()
+                || batch.len() >= max_batch
+                || batch.len() >= last_batch
+                || idle >= gather_yields
+            {
+                break;
+            }
+            tokio::task::yield_now().await;
+            match rx.try_recv() {
+                Ok(msg) => {
+                    next = Some(msg);
+                    idle = 0;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => idle += 1,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
             }
         }
+        last_batch = batch.len();
         if !batch.is_empty() {
             let receipts = std::mem::take(&mut batch);
             match store.append_receipts(receipts).await {
                 Ok(sealed) => {
+                    metrics.receipt_batches.inc();
+                    metrics.receipts_committed.inc_by(sealed.len() as u64);
                     let list = observers.read().map(|l| l.clone()).unwrap_or_default();
                     for f in &list {
                         for r in &sealed {

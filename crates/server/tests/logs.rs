@@ -150,7 +150,14 @@ async fn no_secret_or_prompt_reaches_the_logs() {
         !logs.is_empty(),
         "the capture saw nothing: is the subscriber installed?"
     );
-    let secret_part = |k: &str| k.rsplit('_').next().unwrap_or(k).to_string();
+    // `pal_<hex id>_<base64url secret>`: the secret itself may contain `_`, so split once
+    // after the id rather than at the last `_` (which could leave a one-character segment).
+    let secret_part = |k: &str| {
+        k.strip_prefix("pal_")
+            .and_then(|rest| rest.split_once('_'))
+            .map(|(_, secret)| secret.to_string())
+            .unwrap_or_else(|| k.to_string())
+    };
     for canary in [
         key.clone(),
         secret_part(&key),

@@ -266,6 +266,24 @@ async fn receipts_chain_per_tenant_and_are_isolated(b: Backend) {
             .is_err()
     );
     assert_eq!(s.chain("a", 1, 100).await.unwrap().len(), 6);
+    // A batch the store itself refuses (a receipt id already stored) is rolled back whole,
+    // and every pooled connection goes on appending to the same chain afterwards.
+    let mut dup = receipt("a", "allow");
+    dup.id = more[0].id.clone();
+    assert!(
+        s.append_receipts(vec![receipt("a", "allow"), dup])
+            .await
+            .is_err()
+    );
+    assert_eq!(s.chain("a", 1, 100).await.unwrap().len(), 6);
+    for _ in 0..12 {
+        s.append_receipts(vec![receipt("a", "allow")])
+            .await
+            .unwrap();
+    }
+    let chain = s.chain("a", 1, 100).await.unwrap();
+    assert_eq!(chain.len(), 18);
+    assert!(verify_chain("a", &chain, None).ok);
 }
 
 async fn two_store_handles_never_fork_a_chain(b: Backend) {

@@ -7,7 +7,8 @@
 #   palisade — palisade-load → palisade serve (SQLite, receipt committed per call) → mock
 # Interleaved (direct nginx palisade direct nginx palisade …) and repeated ROUNDS times at
 # each concurrency; raw JSON goes to bench/out/<run>/, a markdown table to stdout and
-# bench/out/<run>/table.md. Only the processes started here are stopped (by recorded PID).
+# bench/out/<run>/table.md. Only the processes started here are stopped (by recorded process
+# group, see bench/lib.sh).
 #
 # Knobs (env): ROUNDS=3 DURATION=10 WARMUP=2 CONCURRENCY="1 32" PROMPT_BYTES=4096
 #              NGINX_WORKERS=auto LOAD_THREADS=1 SKIP_BUILD=0 MOCK_WORKERS=(mock default)
@@ -23,140 +24,20 @@ LOAD_THREADS=${LOAD_THREADS:-1}
 SKIP_BUILD=${SKIP_BUILD:-0}
 MOCK_WORKERS=${MOCK_WORKERS:-}
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET_DIR/release
-
-log() { printf '[overhead] %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+BENCH_NAME=overhead
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # --- tools -----------------------------------------------------------------------------
-need_apt=()
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
-command -v curl >/dev/null 2>&1 || need_apt+=(curl)
-command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
-if [ ${#need_apt[@]} -gt 0 ]; then
-    log "installing from Debian: ${need_apt[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+ensure_apt nginx curl python3
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+build_release
 
-if [ "$SKIP_BUILD" != 1 ]; then
-    log "building release binaries"
-    cargo build --release -p palisade -p palisade-mock -p palisade-loadgen >&2
-fi
-for b in palisade palisade-mock palisade-load; do
-    [ -x "$BIN/$b" ] || die "$BIN/$b missing (build failed?)"
-done
-
-# --- processes -------------------------------------------------------------------------
-TMP=$(mktemp -d /tmp/palisade-bench.XXXXXX)
-chmod 755 "$TMP" # nginx workers run as an unprivileged user
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-wait_http() { # url, what
-    local i
-    for i in $(seq 1 200); do
-        if curl -s -o /dev/null "$1"; then return 0; fi
-        sleep 0.05
-    done
-    die "$2 did not come up at $1"
-}
-
-MOCK_PORT=$(free_port)
-mock_args=(--listen "127.0.0.1:$MOCK_PORT" --no-record)
-[ -n "$MOCK_WORKERS" ] && mock_args+=(--workers "$MOCK_WORKERS")
-"$BIN/palisade-mock" "${mock_args[@]}" >"$TMP/mock.log" 2>&1 &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$MOCK_PORT/" "palisade-mock"
-log "mock on :$MOCK_PORT (pid ${PIDS[-1]})"
-
-NGINX_PORT=$(free_port)
-mkdir -p "$TMP/nginx-tmp"
-chmod 1777 "$TMP/nginx-tmp"
-cat >"$TMP/nginx.conf" <<EOF
-# Bare one-hop reverse proxy: keep-alive both sides, no logging, no buffering to disk.
-worker_processes $NGINX_WORKERS;
-daemon off;
-pid $TMP/nginx.pid;
-error_log $TMP/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $TMP/nginx-tmp/body;
-    proxy_temp_path $TMP/nginx-tmp/proxy;
-    fastcgi_temp_path $TMP/nginx-tmp/fastcgi;
-    uwsgi_temp_path $TMP/nginx-tmp/uwsgi;
-    scgi_temp_path $TMP/nginx-tmp/scgi;
-    client_max_body_size 32m;
-    client_body_buffer_size 64k;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    upstream mock {
-        server 127.0.0.1:$MOCK_PORT;
-        keepalive 128;
-        keepalive_requests 10000000;
-        keepalive_timeout 300s;
-    }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://mock;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
-"$NGINX" -p "$TMP" -c "$TMP/nginx.conf" -e "$TMP/nginx-error.log" >"$TMP/nginx.out" 2>&1 &
-PIDS+=($!)
-NGINX_PID=$!
-wait_http "http://127.0.0.1:$NGINX_PORT/" "nginx"
-log "nginx on :$NGINX_PORT (pid ${PIDS[-1]}, worker_processes $NGINX_WORKERS)"
-
-PAL_PORT=$(free_port)
-ADMIN_TOKEN=bench-admin-token-0123456789abcdef
-PALISADE_LISTEN=127.0.0.1:$PAL_PORT \
-    PALISADE_STORAGE_URL=sqlite://$TMP/palisade.db \
-    PALISADE_ANTHROPIC_BASE_URL=http://127.0.0.1:$MOCK_PORT \
-    PALISADE_SECRETS_MASTER_KEY_FILE=$TMP/master.key \
-    PALISADE_ADMIN_TOKEN=$ADMIN_TOKEN \
-    ANTHROPIC_API_KEY=dummy \
-    "$BIN/palisade" serve >"$TMP/palisade.log" 2>&1 &
-PIDS+=($!)
-PAL_PID=$!
-wait_http "http://127.0.0.1:$PAL_PORT/readyz" "palisade"
-log "palisade on :$PAL_PORT (pid ${PIDS[-1]})"
-
-admin() { # method path body
-    curl -fsS -X "$1" "http://127.0.0.1:$PAL_PORT$2" \
-        -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -d "$3"
-}
-admin POST /admin/v1/tenants '{"id":"bench","name":"Bench"}' >/dev/null ||
-    die "creating tenant (see $TMP/palisade.log)"
-KEY=$(admin POST /admin/v1/tenants/bench/keys '{}' |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])') || die "creating key"
+# --- processes (stopped by lib.sh's EXIT trap, by recorded process group) ---------------
+start_mock
+start_nginx
+start_palisade palisade
+KEY=$(pal_tenant_key "http://127.0.0.1:$PAL_PORT" '{"id":"bench","name":"Bench"}' '{}')
 
 # --- run -------------------------------------------------------------------------------
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)
@@ -198,7 +79,6 @@ done
 # measurement: nginx = master + workers, palisade = its one process, direct = none. It covers
 # warm-up too, so it is divided by all requests sent, in table.py.
 CLK_TCK=$(getconf CLK_TCK)
-MOCK_PID=${PIDS[0]}
 declare -A PROXY_PIDS=([direct]="" [nginx]="$NGINX_PID $(pgrep -P "$NGINX_PID" | xargs)" [palisade]="$PAL_PID")
 cpu_ticks() { # pids...
     local t=0 pid f

@@ -115,14 +115,16 @@ pub fn summarize(ns: &mut [u64]) -> Summary {
     }
 }
 
-/// Follows an SSE body chunk by chunk: when the first complete event arrived, the longest gap
-/// between two events, and whether the stream ended properly (`message_stop`) or carried an
-/// `error` event. Chunk boundaries may fall anywhere, including inside `\r\n\r\n`.
+/// Follows an SSE body chunk by chunk: when the first complete event arrived, when the first
+/// token did (the chunk carrying the first `content_block_delta`), the longest gap between
+/// two events, and whether the stream ended properly (`message_stop`) or carried an `error`
+/// event. Chunk boundaries may fall anywhere, including inside `\r\n\r\n`.
 #[derive(Debug, Default)]
 pub struct EventClock {
     events: u64,
     newline_run: bool,
     first_event_ns: Option<u64>,
+    first_delta_ns: Option<u64>,
     last_event_ns: u64,
     max_gap_ns: u64,
     tail: Vec<u8>,
@@ -132,6 +134,8 @@ pub struct EventClock {
 
 const STOP_MARK: &[u8] = b"event: message_stop";
 const ERROR_MARK: &[u8] = b"event: error";
+/// In the `event:` line and in the data's `"type"`, so either framing is recognised.
+const DELTA_MARK: &[u8] = b"content_block_delta";
 
 impl EventClock {
     /// Feeds one chunk that arrived `at_ns` after the request was sent.
@@ -148,8 +152,11 @@ impl EventClock {
             }
         }
         // Markers may straddle chunks: search the previous chunk's tail joined to this one.
-        let keep = STOP_MARK.len().max(ERROR_MARK.len());
+        let keep = STOP_MARK.len().max(ERROR_MARK.len()).max(DELTA_MARK.len());
         self.tail.extend_from_slice(chunk);
+        if self.first_delta_ns.is_none() && contains(&self.tail, DELTA_MARK) {
+            self.first_delta_ns = Some(at_ns);
+        }
         if contains(&self.tail, STOP_MARK) {
             self.saw_stop = true;
         }
@@ -180,6 +187,10 @@ impl EventClock {
     }
     pub fn first_event_ns(&self) -> Option<u64> {
         self.first_event_ns
+    }
+    /// When the chunk carrying the first `content_block_delta` (the first token) arrived.
+    pub fn first_delta_ns(&self) -> Option<u64> {
+        self.first_delta_ns
     }
     pub fn max_gap_ns(&self) -> u64 {
         self.max_gap_ns
@@ -239,6 +250,21 @@ mod tests {
         assert_eq!(s.mean_us, 50.5);
         assert_eq!(summarize(&mut []), Summary::default());
         assert_eq!(percentile(&[7], 99.9), 7);
+    }
+
+    #[test]
+    fn first_token_is_the_chunk_with_the_first_delta() {
+        let stream = b"event: message_start\ndata: {}\n\nevent: content_block_delta\ndata: {}\n\n";
+        for split in 1..stream.len() {
+            let mut c = EventClock::default();
+            c.feed(&stream[..split], 10);
+            c.feed(&stream[split..], 50);
+            let expect = if split >= 57 { 10 } else { 50 };
+            assert_eq!(c.first_delta_ns(), Some(expect), "split at {split}");
+        }
+        let mut c = EventClock::default();
+        c.feed(b"event: message_start\ndata: {}\n\n", 10);
+        assert_eq!(c.first_delta_ns(), None);
     }
 
     #[test]

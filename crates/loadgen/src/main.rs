@@ -50,7 +50,8 @@ struct Args {
     #[arg(long, default_value_t = 4096)]
     prompt_bytes: usize,
     /// Streaming mode: sets "stream": true in the body and also measures the time to the first
-    /// body byte, to the first complete SSE event, and the largest gap between events.
+    /// body byte, to the first complete SSE event, to the first token (the chunk carrying the
+    /// first `content_block_delta`), and the largest gap between events.
     #[arg(long)]
     stream: bool,
     /// Sent as x-api-key.
@@ -117,6 +118,7 @@ struct WorkerResult {
     latencies_ns: Vec<u64>,
     ttfb_ns: Vec<u64>,
     first_event_ns: Vec<u64>,
+    first_token_ns: Vec<u64>,
     max_gap_ns: Vec<u64>,
     statuses: BTreeMap<u16, u64>,
     non_2xx: u64,
@@ -141,6 +143,8 @@ impl WorkerResult {
 struct StreamReport {
     ttfb: Summary,
     first_event: Summary,
+    /// To the chunk carrying the first `content_block_delta`.
+    first_token: Summary,
     max_event_gap: Summary,
 }
 
@@ -364,6 +368,7 @@ fn merge(
         all.latencies_ns.extend(r.latencies_ns);
         all.ttfb_ns.extend(r.ttfb_ns);
         all.first_event_ns.extend(r.first_event_ns);
+        all.first_token_ns.extend(r.first_token_ns);
         all.max_gap_ns.extend(r.max_gap_ns);
         for (k, v) in r.statuses {
             *all.statuses.entry(k).or_default() += v;
@@ -395,6 +400,7 @@ fn merge(
     let streaming = args.stream.then(|| StreamReport {
         ttfb: summarize(&mut all.ttfb_ns),
         first_event: summarize(&mut all.first_event_ns),
+        first_token: summarize(&mut all.first_token_ns),
         max_event_gap: summarize(&mut all.max_gap_ns),
     });
     Report {
@@ -449,6 +455,7 @@ enum Outcome {
         total_ns: u64,
         ttfb_ns: Option<u64>,
         first_event_ns: Option<u64>,
+        first_token_ns: Option<u64>,
         max_gap_ns: u64,
         bytes: u64,
     },
@@ -516,6 +523,7 @@ async fn worker(plan: Arc<Plan>, index: usize) -> WorkerResult {
                 total_ns,
                 ttfb_ns,
                 first_event_ns,
+                first_token_ns,
                 max_gap_ns,
                 bytes,
             } => {
@@ -525,6 +533,7 @@ async fn worker(plan: Arc<Plan>, index: usize) -> WorkerResult {
                 if plan.stream {
                     r.ttfb_ns.extend(ttfb_ns);
                     r.first_event_ns.extend(first_event_ns);
+                    r.first_token_ns.extend(first_token_ns);
                     r.max_gap_ns.push(max_gap_ns);
                 }
             }
@@ -611,6 +620,7 @@ async fn one_request(sender: &mut SendRequest<Full<Bytes>>, plan: &Plan) -> Outc
         total_ns,
         ttfb_ns: ttfb,
         first_event_ns: clock.first_event_ns(),
+        first_token_ns: clock.first_delta_ns(),
         max_gap_ns: clock.max_gap_ns(),
         bytes,
     }

@@ -65,14 +65,74 @@ pub fn normalize(text: &str) -> Normalized {
 }
 
 /// Fast path used by the scanner: `None` when the text needs the full treatment.
+///
+/// Same decision as `!text.is_ascii() || has_spaced_run(text)`, but the lowercase copy
+/// and a cheaper, looser spaced-letter test (isolated letters at stride 2, any
+/// non-alphanumeric byte between them) come from one vectorised pass; only where that
+/// looser test fires does the exact window test of [`has_spaced_run`] run (on that
+/// block).
 pub(crate) fn fast_identity(text: &str) -> Option<Normalized> {
-    if !text.is_ascii() || has_spaced_run(text.as_bytes()) {
+    let b = text.as_bytes();
+    let n = b.len();
+    if !text.is_ascii() {
         return None;
     }
-    Some(Normalized {
-        text: text.to_ascii_lowercase(),
-        src: None,
-    })
+    if n < 16 || !spaced_runs_loose(&b[..8]) || !spaced_runs_loose(&b[n - 8..]) {
+        if has_spaced_run(b) {
+            return None;
+        }
+        return Some(Normalized {
+            text: text.to_ascii_lowercase(),
+            src: None,
+        });
+    }
+    const BLOCK: usize = 1024;
+    let mut lower = vec![0u8; n];
+    let mut cls = [0u8; BLOCK + 6];
+    let m = n - 6;
+    let mut i = 0;
+    while i < m {
+        let e = (i + BLOCK).min(m);
+        let w = e - i + 6;
+        // Bit 0: letter; bit 1: not alphanumeric. Lowercase copy alongside.
+        for ((c, o), &x) in cls[..w]
+            .iter_mut()
+            .zip(&mut lower[i..i + w])
+            .zip(&b[i..i + w])
+        {
+            // ASCII here, so alphanumeric means letter or digit; setting bit 5 of a
+            // letter lowercases it.
+            let l = alpha_u8(x);
+            *c = l | ((l | (x.wrapping_sub(b'0') < 10) as u8) ^ 1) << 1;
+            *o = x | l << 5;
+        }
+        {
+            let c = &cls[..w];
+            let k = e - i;
+            // `¬alnum, L, ¬alnum, L, ¬alnum, L, ¬alnum`: a superset of the exact window
+            // of `has_spaced_run` (separators are not alphanumeric).
+            let hit = c[..k]
+                .iter()
+                .zip(&c[1..k + 1])
+                .zip(&c[2..k + 2])
+                .zip(&c[3..k + 3])
+                .zip(&c[4..k + 4])
+                .zip(&c[5..k + 5])
+                .zip(&c[6..k + 6])
+                .fold(0u8, |acc, ((((((&c0, &c1), &c2), &c3), &c4), &c5), &c6)| {
+                    acc | (c0 & c2 & c4 & c6) >> 1 & c1 & c3 & c5
+                });
+            // Only then the exact window, on this block (the edges were checked above).
+            if hit & 1 != 0 && interior_hit(b, i, e) {
+                return None;
+            }
+        }
+        i = e;
+    }
+    // ASCII in, ASCII out.
+    String::from_utf8(lower)
+        .ok()
+        .map(|text| Normalized { text, src: None })
 }
 
 pub(crate) fn is_invisible(c: char) -> bool {
@@ -377,13 +437,18 @@ pub(crate) fn has_spaced_run(b: &[u8]) -> bool {
     if !spaced_runs_loose(&b[..8]) || !spaced_runs_loose(&b[n - 8..]) {
         return true;
     }
-    let m = n - 6;
-    // Per block: classify each byte once (bit 0 letter, bit 1 separator, bit 2 not
-    // alphanumeric), then test the window on the class bytes; both loops vectorise.
+    interior_hit(b, 0, n - 6)
+}
+
+/// Whether the window `¬alnum, L, sep, L, sep, L, ¬alnum` starts at some `i` in
+/// `from..to` (`to + 6 <= b.len()`). Per block: classify each byte once (bit 0 letter,
+/// bit 1 separator, bit 2 not alphanumeric), then test the window on the class bytes;
+/// both loops vectorise.
+fn interior_hit(b: &[u8], from: usize, to: usize) -> bool {
     let mut cls = [0u8; 2048 + 6];
-    let mut i = 0;
-    while i < m {
-        let e = (i + 2048).min(m);
+    let mut i = from;
+    while i < to {
+        let e = (i + 2048).min(to);
         let w = e - i + 6;
         for (c, &x) in cls[..w].iter_mut().zip(&b[i..i + w]) {
             *c = alpha_u8(x) | sep_u8(x) << 1 | (alnum_u8(x) ^ 1) << 2;
@@ -517,6 +582,37 @@ mod tests {
         assert!(!has_spaced_run(
             "plain words only here. ".repeat(300).as_bytes()
         ));
+    }
+
+    #[test]
+    fn fast_identity_decides_like_the_full_check() {
+        // Same decision as `!is_ascii || has_spaced_run`, and the lowercase copy.
+        let alphabet: &[&str] = &[
+            "a", "b", "Q", " ", ".", "-", "_", "*", "1", "xy", "\n", ",", "é",
+        ];
+        let mut seed = 0x9876_5432_u64;
+        for len in [0usize, 3, 15, 16, 17, 40, 700, 1030, 2100, 4200] {
+            for _ in 0..200 {
+                let mut t = String::new();
+                while t.len() < len {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let k = (seed >> 33) as usize % alphabet.len();
+                    // Non-ASCII only now and then, so most texts take the fast path.
+                    if k + 1 == alphabet.len() && !(seed >> 20).is_multiple_of(16) {
+                        continue;
+                    }
+                    t.push_str(alphabet[k]);
+                }
+                let fast = fast_identity(&t);
+                let slow = !t.is_ascii() || has_spaced_run(t.as_bytes());
+                assert_eq!(fast.is_none(), slow, "{t:?}");
+                if let Some(n) = fast {
+                    assert_eq!(n.text, t.to_ascii_lowercase());
+                }
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind, packed};
 use regex_automata::meta;
 use serde::{Deserialize, Serialize};
 
@@ -106,6 +106,10 @@ enum Anchor {
     Www,
 }
 
+/// The literals a search pattern of `Scanner::ac_split` belongs to: (anchor, offset of the
+/// pattern in the literal, literal).
+type Literals = Vec<(Target, usize, &'static str)>;
+
 /// An anchor of either set: index into `Scanner::anchors` or `Scanner::inj_anchors`.
 #[derive(Debug, Clone, Copy)]
 enum Target {
@@ -148,12 +152,13 @@ pub struct Scanner {
     anchors: Vec<Anchor>,
     ac_inj: Option<AhoCorasick>,
     inj_anchors: Vec<(&'static str, usize, InjAnchor)>,
-    /// Both anchor sets regrouped by literal length, used when the normalised text is the
-    /// plain lowercase copy (ASCII text): the 3-byte literals in one automaton and all the
-    /// longer ones in another, whose SIMD (Teddy) prefilter can then compare 4-byte
-    /// fingerprints and sees far fewer false candidates in English text than the
-    /// 3-byte-fingerprint secret automaton. Each entry maps pattern ids to anchors.
-    ac_split: Vec<(AhoCorasick, Vec<Target>)>,
+    /// Both anchor sets regrouped, used when the normalised text is the plain lowercase
+    /// copy (ASCII text), as two automata of at most 32 patterns each (so Teddy runs its
+    /// 8-bucket, 32-bytes-per-step variant): one searches a 3-byte window of the literals
+    /// that have a rare one (`SHORT_WINDOWS`) plus the 3-byte literals, the other the
+    /// remaining literals whole. Each pattern id maps to the literals that contain it:
+    /// (anchor, window offset in the literal, literal).
+    ac_split: Vec<(packed::Searcher, Vec<Literals>)>,
     kw: Option<AhoCorasick>,
     kw_entries: Vec<KwEntry>,
     kw_lists: Vec<KeywordList>,
@@ -197,71 +202,86 @@ const SECRET_ANCHORS: &[(&str, SecretAnchor)] = &[
     ("credential", SecretAnchor::Assign),
 ];
 
-/// Order of the 4-byte-or-longer anchors (secret, URL and injection literals) in the
-/// combined automaton. Teddy assigns patterns to its 16 buckets by pattern id, and a
-/// bucket whose patterns have dissimilar letters accepts many false candidates in English
-/// text. This order was found by a random search (pairwise swaps, keep if faster) that
-/// minimised the automaton's search time on the bench prose and on this repository's Markdown
-/// docs (83 µs -> 42 µs for both); on held-out text (220 KB of tokio source and the 215 KB
-/// labelled corpus) it searches about 3 times faster than the declaration order
-/// (205 µs -> 70 µs). Order does not change what is found (no anchor is a prefix of
-/// another, so at most one matches at a position; see `anchors_are_prefix_free`).
+/// Literals of 4 bytes or more searched through a 3-byte window (`literal[k..k + 3]`) in
+/// the first `ac_split` automaton: windows with a byte that is rare in prose (`_`, `-`,
+/// `kia`, `ilb`, …) and, for the literals English text contains anyway (`secret`, `token`,
+/// `passw`, `gnore`), where most candidates are real. Each window match is confirmed
+/// against the whole literal.
+const SHORT_WINDOWS: &[(&str, usize)] = &[
+    ("akia", 1),
+    ("ghp_", 1),
+    ("gho_", 1),
+    ("ghu_", 1),
+    ("ghs_", 1),
+    ("ghr_", 1),
+    ("github_pat_", 5),
+    ("glpat-", 0),
+    ("xapp-", 0),
+    ("sk_live_", 0),
+    ("sk_test_", 0),
+    ("rk_live_", 0),
+    ("rk_test_", 0),
+    ("aiza", 0),
+    ("api_key", 2),
+    ("api-key", 2),
+    ("access_key", 5),
+    ("accesskey", 4),
+    ("private_key", 6),
+    ("auth_key", 3),
+    ("lopermode", 4),
+    ("ailbr", 1),
+    ("anythingnow", 6),
+    ("oleplay", 1),
+    ("ole-play", 2),
+    ("secret", 1),
+    ("token", 1),
+    ("passw", 2),
+    ("gnore", 0),
+];
+
+/// Pattern order of the two `ac_split` automata (3-byte windows and 3-byte literals; the
+/// other literals whole). Teddy assigns patterns to its 8 buckets by pattern id, and a
+/// bucket whose patterns share few nibbles accepts many false candidates in English text.
+/// Both orders come from a simulated-annealing search over pattern swaps that minimised
+/// the candidates Teddy's nibble masks let through on the bench prose, this repository's
+/// Markdown, 1.4 MB of crate READMEs and 1.5 MB of Rust source (weighted 3 : 1 : 1 : 0.5);
+/// on the 64 KB bench prose the two searches together execute about half the instructions
+/// of the previous 16-bucket search plus 3-byte search (callgrind). Order does not change
+/// what is found (no two patterns of an automaton are prefixes of one another, so at most
+/// one matches at a position; see `anchors_are_prefix_free`).
+const SHORT_ORDER: &[&str] = &[
+    "sk-", "aiz", "i_k", "://", "ngn", "glp", "sk_", "i-k", "ssk", "hu_", "oke", "e_k", "gno",
+    "lep", "xox", "eyj", "pwd", "hr_", "h_k", "e-p", "rmo", "hs_", "ssw", "ecr", "s_k", "ho_",
+    "kia", "b_p", "rk_", "hp_", "xap", "ilb",
+];
+
 const LONG_ORDER: &[&str] = &[
-    "akia",
-    "oleplay",
-    "verrid",
-    "ailbr",
-    "rk_live_",
-    "prompt",
-    "ghr_",
-    "secret",
-    "ghs_",
-    "dan.",
-    "sk_live_",
-    "ghu_",
-    "sk_test_",
-    "auth_key",
-    "gho_",
-    "credential",
-    "aiza",
-    "token",
-    "ypass",
-    "t restriction",
-    "nfiltered",
-    "api-key",
-    "rk_test_",
-    "accesskey",
-    "private_key",
-    "lopermode",
-    "dan ",
-    "m now on",
     "dan,",
-    "github_pat_",
-    "ole-play",
-    "retend",
-    "apikey",
-    "ghp_",
-    "passw",
-    "n instruction",
-    "xapp-",
-    "asia",
-    "-----begin ",
-    "anything now",
-    "www.",
-    "gnore",
-    "act as",
-    "l instruction",
-    "api_key",
-    "ncensored",
-    "o restriction",
-    "orget",
-    "loper mode",
-    "glpat-",
-    "u are now",
-    "access_key",
     "sregard",
-    "anythingnow",
+    "nfiltered",
+    "act as",
+    "apikey",
+    "-----begin ",
+    "prompt",
+    "www.",
     "nrestricted",
+    "credential",
+    "verrid",
+    "loper mode",
+    "m now on",
+    "anything now",
+    "o restriction",
+    "u are now",
+    "dan ",
+    "ncensored",
+    "n instruction",
+    "asia",
+    "l instruction",
+    "retend",
+    "t restriction",
+    "ypass",
+    "dan.",
+    "orget",
 ];
 
 fn label_for(entity: &str) -> String {
@@ -307,7 +327,7 @@ impl Scanner {
         // normalised text), used for non-ASCII text or with injection off; else `ac_split`
         // below. Leftmost-first keeps Teddy (SIMD) prefilters in play; anchors can overlap
         // ("bypassword"), so `for_each_anchor` resumes after each match start, not its end.
-        let mut pats: Vec<&str> = Vec::new();
+        let mut pats: Vec<&'static str> = Vec::new();
         let mut anchors = Vec::new();
         if on.secrets {
             for (p, a) in SECRET_ANCHORS {
@@ -356,14 +376,42 @@ impl Scanner {
                         .enumerate()
                         .map(|(i, p)| (*p, Target::Inj(i))),
                 );
-            let (short, mut long): (Vec<_>, Vec<_>) = all.partition(|(p, _)| p.len() < 4);
-            // Pattern order decides Teddy's bucket assignment; see `LONG_ORDER`.
-            long.sort_by_key(|(p, _)| LONG_ORDER.iter().position(|q| q == p).unwrap_or(usize::MAX));
-            for group in [short, long] {
-                let lits: Vec<&str> = group.iter().map(|(p, _)| *p).collect();
-                if let Some(ac) = build(&lits)? {
-                    ac_split.push((ac, group.iter().map(|(_, t)| *t).collect()));
+            // (window, literals containing it) per automaton.
+            type Group = Vec<(&'static str, Literals)>;
+            let mut groups: [Group; 2] = [Vec::new(), Vec::new()];
+            for (p, t) in all {
+                let (g, w, k) = match SHORT_WINDOWS.iter().find(|(l, _)| *l == p) {
+                    _ if p.len() < 4 => (0, p, 0),
+                    Some(&(_, k)) => (0, p.get(k..k + 3).unwrap_or(p), k),
+                    None => (1, p, 0),
+                };
+                match groups[g].iter_mut().find(|(x, _)| *x == w) {
+                    Some((_, v)) => v.push((t, k, p)),
+                    None => groups[g].push((w, vec![(t, k, p)])),
                 }
+            }
+            // Pattern order decides Teddy's bucket assignment; see `SHORT_ORDER`.
+            for (group, order) in groups.iter_mut().zip([SHORT_ORDER, LONG_ORDER]) {
+                group.sort_by_key(|(w, _)| order.iter().position(|q| q == w).unwrap_or(usize::MAX));
+            }
+            // Teddy searched directly (the automaton around it only adds a confirmation
+            // step per match, and every pattern here is a plain literal). Without Teddy
+            // (no SSSE3 / NEON) the packed searcher is not built, and every text takes
+            // the general path below (`ac` and `ac_inj`).
+            for group in groups {
+                if group.is_empty() {
+                    continue;
+                }
+                let Some(searcher) = packed::Config::new()
+                    .match_kind(packed::MatchKind::LeftmostFirst)
+                    .builder()
+                    .extend(group.iter().map(|(w, _)| w.as_bytes()))
+                    .build()
+                else {
+                    ac_split.clear();
+                    break;
+                };
+                ac_split.push((searcher, group.into_iter().map(|(_, v)| v).collect()));
             }
         }
 
@@ -536,18 +584,30 @@ impl Scanner {
                 lower_owned.as_bytes()
             }
         };
-        let mut inj_hits: Vec<(usize, usize, InjAnchor)> = Vec::new();
+        // (literal position, start, end, kind); kept in literal-position order.
+        let mut inj_hits: Vec<(usize, usize, usize, InjAnchor)> = Vec::new();
 
         match &norm {
             Some(n) if n.is_identity() && !self.ac_split.is_empty() => {
                 // ASCII text: the normalised text is `lower`, so both sets run over it.
-                for (ac, targets) in &self.ac_split {
-                    for_each_anchor(ac, lower, |id, s, e| match targets.get(id) {
-                        Some(Target::Anchor(i)) => self.on_anchor(b, *i, s, e, &mut out),
-                        Some(Target::Inj(i)) => self.on_inj_anchor(lower, *i, s, &mut inj_hits),
-                        None => {}
+                for (searcher, targets) in &self.ac_split {
+                    for_each_packed(searcher, lower, |id, s| {
+                        for &(t, k, lit) in targets.get(id).map_or(&[][..], |v| v.as_slice()) {
+                            let Some(q) = s.checked_sub(k) else { continue };
+                            if !lower[q..].starts_with(lit.as_bytes()) {
+                                continue;
+                            }
+                            match t {
+                                Target::Anchor(i) => {
+                                    self.on_anchor(b, i, q, q + lit.len(), &mut out)
+                                }
+                                Target::Inj(i) => self.on_inj_anchor(lower, i, q, &mut inj_hits),
+                            }
+                        }
                     });
                 }
+                // Same order as one search over all literals would give.
+                inj_hits.sort_by_key(|h| h.0);
             }
             _ => {
                 if let Some(ac) = &self.ac {
@@ -679,13 +739,13 @@ impl Scanner {
         nt: &[u8],
         id: usize,
         p: usize,
-        hits: &mut Vec<(usize, usize, InjAnchor)>,
+        hits: &mut Vec<(usize, usize, usize, InjAnchor)>,
     ) {
         if let Some(&(pre, len, a)) = self.inj_anchors.get(id)
             && let Some(s) = p.checked_sub(pre.len())
             && nt[s..p] == *pre.as_bytes()
         {
-            hits.push((s, p + len, a));
+            hits.push((p, s, p + len, a));
         }
     }
 
@@ -698,25 +758,34 @@ impl Scanner {
         let n = b.len();
         let mut base = 0;
         let mut prev_digit = false;
+        // Per 64-byte block: one flag byte per input byte (bit 0 digit, bit 1 `@`) from a
+        // loop the compiler vectorises, then the flags packed into bit masks 8 at a time.
+        let mut flags = [0u8; 64];
         while base < n {
             let end = (base + 64).min(n);
             let blk = &b[base..end];
-            let mut pad = [0u8; 64];
-            let blk64: &[u8] = if blk.len() == 64 {
-                blk
-            } else {
-                pad[..blk.len()].copy_from_slice(blk);
-                &pad
-            };
+            if blk.len() < 64 {
+                flags = [0u8; 64];
+            }
+            let mut any = 0u8;
+            for (f, &x) in flags.iter_mut().zip(blk) {
+                *f = (x.wrapping_sub(b'0') < 10) as u8 | ((x == b'@') as u8) << 1;
+                any |= *f;
+            }
+            if any == 0 {
+                prev_digit = false;
+                base = end;
+                continue;
+            }
             let mut dmask = 0u64;
             let mut amask = 0u64;
-            for (j, chunk) in blk64.chunks_exact(8).enumerate() {
+            for (j, chunk) in flags.chunks_exact(8).enumerate() {
                 let mut w = [0u8; 8];
                 w.copy_from_slice(chunk);
-                let (d, a) = swar_digit_at(u64::from_le_bytes(w));
-                if d | a != 0 {
-                    dmask |= movemask(d) << (8 * j);
-                    amask |= movemask(a) << (8 * j);
+                let w = u64::from_le_bytes(w);
+                dmask |= pack_flags(w & 0x0101_0101_0101_0101) << (8 * j);
+                if any & 2 != 0 {
+                    amask |= pack_flags((w >> 1) & 0x0101_0101_0101_0101) << (8 * j);
                 }
             }
             // Starts of digit runs: a digit whose predecessor is not one.
@@ -726,7 +795,14 @@ impl Scanner {
                 while starts != 0 {
                     let k = starts.trailing_zeros() as usize;
                     starts &= starts - 1;
-                    self.digit_run(b, base + k, out);
+                    // Run length from the mask unless the run reaches the block's end.
+                    let ones = (!(dmask >> k)).trailing_zeros() as usize;
+                    let run = if k + ones < 64 {
+                        ones
+                    } else {
+                        run_end(b, base + k, 64, |c| c.is_ascii_digit()) - (base + k)
+                    };
+                    self.digit_run(b, base + k, run, out);
                 }
             }
             if on.email {
@@ -742,9 +818,9 @@ impl Scanner {
         }
     }
 
-    fn digit_run(&self, b: &[u8], r: usize, out: &mut Vec<Finding>) {
+    /// A digit run of length `run` (as `run_end` with cap 64 counts it) starts at `r`.
+    fn digit_run(&self, b: &[u8], r: usize, run: usize, out: &mut Vec<Finding>) {
         let on = self.on;
-        let run = run_end(b, r, 64, |c| c.is_ascii_digit()) - r;
         let e = r + run;
         let next = b.get(e).copied().unwrap_or(0);
         let next2 = b.get(e + 1).copied().unwrap_or(0);
@@ -762,13 +838,20 @@ impl Scanner {
         if !continues && run < 9 && !(r >= 2 && on.iban && b[r - 2].is_ascii_uppercase()) {
             return;
         }
+        // `iban_at` needs the two-letter country code right before the run, `ipv4_at` a
+        // first octet of at most 3 digits: checked here, before the calls.
         if on.iban
+            && r >= 2
+            && b[r - 2].is_ascii_uppercase()
+            && b[r - 1].is_ascii_uppercase()
             && let Some(s) = pii::iban_at(b, r)
         {
             out.push(Finding::builtin(Entity::Iban, "iban", s, 0.98));
         }
         if on.ip
             && next == b'.'
+            && run <= 3
+            && dot_after_octet(b, e + 1)
             && let Some(s) = pii::ipv4_at(b, r)
         {
             out.push(Finding::builtin(Entity::IpAddress, "ip_address", s, 0.9));
@@ -832,12 +915,12 @@ impl Scanner {
         &self,
         text: &str,
         n: &Normalized,
-        hits: &[(usize, usize, InjAnchor)],
+        hits: &[(usize, usize, usize, InjAnchor)],
         sig: &crate::normalize::Signals,
     ) -> Vec<Signal> {
         let nt = n.text.as_bytes();
         let mut out = Vec::new();
-        for &(s, e, a) in hits {
+        for &(_, s, e, a) in hits {
             let upper_dan = a == InjAnchor::Dan && {
                 let r = n.map_span(text, s..e);
                 text.as_bytes().get(r) == Some(b"DAN".as_slice())
@@ -930,26 +1013,38 @@ fn for_each_anchor(ac: &AhoCorasick, hay: &[u8], mut f: impl FnMut(usize, usize,
     }
 }
 
-/// Per byte of `w`, the high bit is set where the byte is an ASCII digit (first value)
-/// or `@` (second value). SWAR: 8 bytes per step without `unsafe` SIMD.
+/// `for_each_anchor` for a packed (Teddy) searcher: every occurrence of every pattern, as
+/// (pattern id, start).
 #[inline]
-fn swar_digit_at(w: u64) -> (u64, u64) {
-    const H: u64 = 0x8080_8080_8080_8080;
-    const L7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
-    let y = w & L7;
-    let ascii = !w & H;
-    let ge30 = (y + 0x5050_5050_5050_5050) & H;
-    let gt39 = (y + 0x4646_4646_4646_4646) & H;
-    let digit = ge30 & !gt39 & ascii;
-    let z = y ^ 0x4040_4040_4040_4040;
-    let nonzero = ((z + L7) | z) & H;
-    (digit, !nonzero & ascii)
+fn for_each_packed(searcher: &packed::Searcher, hay: &[u8], mut f: impl FnMut(usize, usize)) {
+    let mut at = 0;
+    while at < hay.len() {
+        let Some(m) = searcher.find_in(hay, aho_corasick::Span::from(at..hay.len())) else {
+            break;
+        };
+        f(m.pattern().as_usize(), m.start());
+        at = m.start() + 1;
+    }
 }
 
-/// Gather the high bit of each byte into the low 8 bits (byte i -> bit i).
+/// Gather bit 0 of each byte (all other bits clear) into the low 8 bits (byte i -> bit i).
 #[inline]
-fn movemask(hi: u64) -> u64 {
-    ((hi >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
+fn pack_flags(x: u64) -> u64 {
+    x.wrapping_mul(0x0102_0408_1020_4080) >> 56
+}
+
+/// Whether 1 to 3 digits followed by `.` start at `i` (the second octet of a dotted quad;
+/// `ipv4_at` requires it, so this only saves the call for "$12.50", "1.5 times", …).
+#[inline]
+fn dot_after_octet(b: &[u8], i: usize) -> bool {
+    let digits = b
+        .get(i..)
+        .unwrap_or(&[])
+        .iter()
+        .take(3)
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    digits > 0 && b.get(i + digits) == Some(&b'.')
 }
 
 fn inj_detector(kind: &str) -> &'static str {
@@ -1052,10 +1147,25 @@ mod tests {
                 assert!(a == b || !b.starts_with(a), "{a:?} is a prefix of {b:?}");
             }
         }
-        // Every long anchor has a place in the tuned order.
-        for a in all.iter().filter(|a| a.len() >= 4) {
-            assert!(LONG_ORDER.contains(a), "{a:?} missing from LONG_ORDER");
+        // Every anchor has exactly one place in the tuned orders, through a window that
+        // is part of it.
+        for a in &all {
+            let w = SHORT_WINDOWS.iter().find(|(l, _)| l == a);
+            if a.len() < 4 {
+                assert!(SHORT_ORDER.contains(a) && w.is_none(), "{a:?}");
+            } else if let Some(&(_, k)) = w {
+                assert!(SHORT_ORDER.contains(&&a[k..k + 3]), "{a:?}");
+                assert!(!LONG_ORDER.contains(a), "{a:?}");
+            } else {
+                assert!(LONG_ORDER.contains(a), "{a:?} missing from LONG_ORDER");
+            }
         }
+        // Windows are distinct 3-byte strings (so prefix-free), at most 32 per automaton.
+        for (i, w) in SHORT_ORDER.iter().enumerate() {
+            assert_eq!(w.len(), 3, "{w:?}");
+            assert!(!SHORT_ORDER[..i].contains(w), "{w:?}");
+        }
+        assert!(SHORT_ORDER.len() <= 32 && LONG_ORDER.len() <= 32);
     }
 
     #[test]
@@ -1067,18 +1177,15 @@ mod tests {
     }
 
     #[test]
-    fn swar_matches_scalar() {
+    fn pack_flags_matches_scalar() {
         for seed in 0u64..2000 {
             let w = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (seed << 17);
-            let bytes = w.to_le_bytes();
-            let (d, a) = swar_digit_at(w);
-            let (d, a) = (movemask(d), movemask(a));
-            for (i, c) in bytes.iter().enumerate() {
-                assert_eq!(d >> i & 1 == 1, c.is_ascii_digit(), "{bytes:?}");
-                assert_eq!(a >> i & 1 == 1, *c == b'@', "{bytes:?}");
+            let flags = w & 0x0101_0101_0101_0101;
+            let m = pack_flags(flags);
+            for (i, f) in flags.to_le_bytes().iter().enumerate() {
+                assert_eq!(m >> i & 1 == 1, *f == 1, "{w:x}");
             }
+            assert!(m < 256);
         }
-        let w = u64::from_le_bytes(*b"a1@9/:0\xff");
-        assert_eq!(movemask(swar_digit_at(w).0), 0b0100_1010);
     }
 }

@@ -595,12 +595,21 @@ fn is_v6(b: u8) -> bool {
 
 /// IPv6 address containing the digit at `r`.
 pub(crate) fn ipv6_around(b: &[u8], r: usize) -> Option<Range<usize>> {
+    // Colons are counted while scanning: fewer than two in the token means no IPv6 (a
+    // cheap reject for clock times such as "17:30"; trimming dots below keeps the count).
     let mut l = r;
+    let mut colons = 0;
     while l > 0 && r - l <= 45 && is_v6(b[l - 1]) {
         l -= 1;
+        colons += (b[l] == b':') as usize;
     }
-    let mut e = run_end(b, r, 45, is_v6);
-    if e - l > 45 {
+    let lim = r.saturating_add(46).min(b.len());
+    let mut e = r;
+    while e < lim && is_v6(b[e]) {
+        colons += (b[e] == b':') as usize;
+        e += 1;
+    }
+    if e - l > 45 || colons < 2 {
         return None;
     }
     if (l > 0 && (is_word(b[l - 1]) || b[l - 1] == b':')) || (e < b.len() && is_word(b[e])) {
@@ -609,9 +618,6 @@ pub(crate) fn ipv6_around(b: &[u8], r: usize) -> Option<Range<usize>> {
     // Sentence punctuation.
     while e > l && b[e - 1] == b'.' {
         e -= 1;
-    }
-    if count(&b[l..e], b':') < 2 {
-        return None;
     }
     let tok = std::str::from_utf8(&b[l..e]).ok()?;
     if tok.parse::<Ipv6Addr>().is_ok() {
@@ -628,6 +634,26 @@ pub(crate) fn ipv6_around(b: &[u8], r: usize) -> Option<Range<usize>> {
 }
 
 // ---------------------------------------------------------------- phone numbers
+
+/// Number of ASCII digits in `s` (SWAR, 8 bytes per step).
+fn count_digits(s: &[u8]) -> usize {
+    const H: u64 = 0x8080_8080_8080_8080;
+    let mut n = 0;
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let w = u64::from_le_bytes(w);
+        let y = w & !H;
+        let digit = (y + 0x5050_5050_5050_5050) & !(y + 0x4646_4646_4646_4646) & !w & H;
+        // Sum of the per-byte 0/1 flags (no POPCNT in the baseline x86-64 target).
+        n += ((digit >> 7).wrapping_mul(0x0101_0101_0101_0101) >> 56) as usize;
+    }
+    for &c in chunks.remainder() {
+        n += c.is_ascii_digit() as usize;
+    }
+    n
+}
 
 fn cc_len(d: &[u8]) -> Option<usize> {
     let two = |x: u32| {
@@ -713,6 +739,11 @@ pub(crate) fn phone_at(b: &[u8], r: usize) -> Option<(Range<usize>, f32)> {
         return None;
     }
     let limit = (s + 28).min(n);
+    // Every accepted form has at least 8 digits, all in `r..limit`: a cheap exact reject
+    // for the many short numbers of ordinary prose ("$59.95 for 2").
+    if count_digits(&b[r..limit.max(r)]) < 8 {
+        return None;
+    }
     let mut groups: [(usize, usize); 8] = [(0, 0); 8];
     let mut ng = 0;
     let mut seps = [0u8; 8];

@@ -260,7 +260,6 @@ fn assignment(b: &[u8], p: usize, alen: usize) -> Option<(Range<usize>, SecretKi
     if ir - (p + alen) > 40 {
         return None;
     }
-    let name = b[il..ir].to_ascii_lowercase();
     let n = b.len();
     let mut i = ir;
     if i < n && matches!(b[i], b'"' | b'\'') {
@@ -354,12 +353,16 @@ fn assignment(b: &[u8], p: usize, alen: usize) -> Option<(Range<usize>, SecretKi
     let has_sym = v.iter().any(|c| !c.is_ascii_alphanumeric());
     let classes = has_digit as u8 + has_lower as u8 + has_upper as u8 + has_sym as u8;
     // AWS secret access key: 40 base64 characters under an AWS-ish name.
+    let name = || b[il..ir].to_ascii_lowercase();
     if v.len() == 40
         && v.iter()
             .all(|&c| c.is_ascii_alphanumeric() || c == b'/' || c == b'+')
-        && (contains(&name, b"aws")
-            || contains(&name, b"secret_access")
-            || contains(&name, b"secretaccess"))
+        && {
+            let name = name();
+            contains(&name, b"aws")
+                || contains(&name, b"secret_access")
+                || contains(&name, b"secretaccess")
+        }
         && classes >= 2
     {
         return Some((vs..ve, SecretKind::AwsSecretKey, 0.9));

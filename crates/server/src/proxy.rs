@@ -89,11 +89,10 @@ enum Endpoint {
 }
 
 impl Endpoint {
-    /// The upstream URL (`AppState::upstream_urls` holds them in this order).
     fn url(self, state: &AppState) -> reqwest::Url {
         match self {
-            Endpoint::Messages => state.upstream_urls[0].clone(),
-            Endpoint::CountTokens => state.upstream_urls[1].clone(),
+            Endpoint::Messages => state.upstream_urls.messages.clone(),
+            Endpoint::CountTokens => state.upstream_urls.count_tokens.clone(),
         }
     }
     fn name(self) -> &'static str {
@@ -1076,9 +1075,9 @@ impl Relay {
         self.tx.send(Ok(b)).await.map_err(|_| ())
     }
 
-    async fn send(&mut self, item: Result<Bytes, std::io::Error>) -> Result<(), ()> {
+    async fn send(&mut self, b: Bytes) -> Result<(), ()> {
         self.flush().await?;
-        self.tx.send(item).await.map_err(|_| ())
+        self.tx.send(Ok(b)).await.map_err(|_| ())
     }
 }
 
@@ -1166,7 +1165,7 @@ async fn pump(
                     draft.finish(started);
                     draft.output_hmac = Some(output.finish());
                     let _ = commit_draft(&state, &principal, draft).await;
-                    let _ = tx.send(Ok(ev.raw)).await;
+                    let _ = tx.send(ev.raw).await;
                     return;
                 }
                 "message_stop" => {
@@ -1189,13 +1188,13 @@ async fn pump(
                             draft.output_hmac = Some(output.finish());
                             let id = commit_draft(&state, &principal, draft).await.ok();
                             let err = err.with_receipt(id);
-                            let _ = tx.send(Ok(encode("error", &err.body().to_string()))).await;
+                            let _ = tx.send(encode("error", &err.body().to_string())).await;
                             return;
                         }
                         draft.record_moderation(o);
                         draft.capture_sse(&m.held);
                         for bytes in m.held {
-                            if tx.send(Ok(bytes)).await.is_err() {
+                            if tx.send(bytes).await.is_err() {
                                 break;
                             }
                         }
@@ -1204,11 +1203,11 @@ async fn pump(
                     draft.output_hmac = Some(output.finish());
                     match commit_draft(&state, &principal, draft).await {
                         Ok(_) => {
-                            let _ = tx.send(Ok(ev.raw)).await;
+                            let _ = tx.send(ev.raw).await;
                         }
                         Err(e) => {
                             // Fail closed: without its receipt the stream does not complete.
-                            let _ = tx.send(Ok(encode("error", &e.body().to_string()))).await;
+                            let _ = tx.send(encode("error", &e.body().to_string())).await;
                         }
                     }
                     return;
@@ -1234,7 +1233,7 @@ async fn pump(
                         draft.output_hmac = Some(output.finish());
                         let id = commit_draft(&state, &principal, draft).await.ok();
                         let err = crate::content::blocked_error(&[what]).with_receipt(id);
-                        let _ = tx.send(Ok(encode("error", &err.body().to_string()))).await;
+                        let _ = tx.send(encode("error", &err.body().to_string())).await;
                         return;
                     }
                 }
@@ -1264,7 +1263,7 @@ async fn pump(
                             ),
                         )
                         .with_receipt(id);
-                        let _ = tx.send(Ok(encode("error", &err.body().to_string()))).await;
+                        let _ = tx.send(encode("error", &err.body().to_string())).await;
                         return;
                     }
                 },
@@ -1310,7 +1309,7 @@ async fn pump(
         draft.output_hmac = Some(output.finish());
         let id = commit_draft(&state, &principal, draft).await.ok();
         let err = err.with_receipt(id);
-        let _ = tx.send(Ok(encode("error", &err.body().to_string()))).await;
+        let _ = tx.send(encode("error", &err.body().to_string())).await;
     }
 }
 

@@ -44,13 +44,19 @@ pub struct AppState {
     pub sinks: crate::sinks::Sinks,
     /// Tenants' own upstream keys, decrypted, for a few seconds (`upstream_keys.rs`).
     pub upstream_keys: crate::upstream_keys::UpstreamKeys,
-    /// Upstream `/v1/messages` and `/v1/messages/count_tokens` URLs, parsed once: parsing
-    /// the URL per call showed up at a few per cent of the gateway's CPU.
-    pub upstream_urls: Arc<[reqwest::Url; 2]>,
+    /// Upstream URLs, parsed once: parsing the URL per call showed up at a few per cent
+    /// of the gateway's CPU.
+    pub upstream_urls: Arc<UpstreamUrls>,
     /// Auth cache. Admin changes invalidate entries at once; the short TTL bounds how long
     /// a change made by another process (CLI, another replica) can take to be seen.
     keys: moka::future::Cache<String, Option<KeyEntry>>,
     draining: Arc<AtomicBool>,
+}
+
+/// The upstream endpoints Palisade forwards to (`anthropic.base_url` + path).
+pub struct UpstreamUrls {
+    pub messages: reqwest::Url,
+    pub count_tokens: reqwest::Url,
 }
 
 /// How long a cached key row may be served before it is read again (the default of
@@ -101,7 +107,10 @@ impl AppState {
             reqwest::Url::parse(&format!("{base}{path}"))
                 .map_err(|e| ApiError::internal(format!("anthropic.base_url: {e}")))
         };
-        let upstream_urls = Arc::new([parse("/v1/messages")?, parse("/v1/messages/count_tokens")?]);
+        let upstream_urls = Arc::new(UpstreamUrls {
+            messages: parse("/v1/messages")?,
+            count_tokens: parse("/v1/messages/count_tokens")?,
+        });
         Ok(Self {
             upstream_urls,
             config: Arc::new(config),

@@ -21,7 +21,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     pool: SqlitePool,
     /// Background WAL checkpoints (file databases only); stopped when the store drops.
-    _checkpointer: Option<AbortOnDrop>,
+    _checkpointer: Option<tokio_util::task::AbortOnDropHandle<()>>,
 }
 
 /// How often the background task checkpoints the WAL into the database file.
@@ -30,14 +30,6 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// WAL size (pages of 4 KiB) at which a committing writer checkpoints by itself: only
 /// reached when the background task falls behind, so the WAL stays bounded regardless.
 const WAL_AUTOCHECKPOINT_PAGES: &str = "16384";
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// Checkpoints the WAL off the commit path. With SQLite's default the transaction that
 /// pushes the WAL past 1,000 pages runs the checkpoint itself (two fsyncs, ~1 ms here)
@@ -83,8 +75,9 @@ impl SqliteStore {
             .connect_with(opts)
             .await?;
         MIGRATOR.run(&pool).await?;
-        let checkpointer =
-            (!memory).then(|| AbortOnDrop(tokio::spawn(checkpoint_loop(pool.clone()))));
+        let checkpointer = (!memory).then(|| {
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(checkpoint_loop(pool.clone())))
+        });
         Ok(Self {
             pool,
             _checkpointer: checkpointer,

@@ -64,75 +64,153 @@ pub fn normalize(text: &str) -> Normalized {
     normalize_full(text, &mut sig)
 }
 
-/// Fast path used by the scanner: `None` when the text needs the full treatment.
+/// Fast path used by the scanner: the ASCII-lowercase copy of `text`, or `None` when the
+/// text needs the full treatment (the normalised text is then not that copy).
 ///
-/// Same decision as `!text.is_ascii() || has_spaced_run(text)`, but the lowercase copy
-/// and a cheaper, looser spaced-letter test (isolated letters at stride 2, any
-/// non-alphanumeric byte between them) come from one vectorised pass; only where that
-/// looser test fires does the exact window test of [`has_spaced_run`] run (on that
-/// block).
-pub(crate) fn fast_identity(text: &str) -> Option<Normalized> {
+/// Same decision as `!text.is_ascii() || has_spaced_run(text)`, but the ASCII test and a
+/// cheaper, looser spaced-letter test (isolated letters at stride 2, any non-alphanumeric
+/// byte between them) come from one vectorised pass per block; only where that looser
+/// test fires does the exact window test of [`has_spaced_run`] run (on that block). The
+/// copy is made block by block right after (no zero-filled buffer, no UTF-8 check: the
+/// scanner keeps it as bytes).
+pub(crate) fn fast_identity(text: &str) -> Option<(Vec<u8>, BlockMasks)> {
     let b = text.as_bytes();
     let n = b.len();
-    if !text.is_ascii() {
-        return None;
-    }
     if n < 16 || !spaced_runs_loose(&b[..8]) || !spaced_runs_loose(&b[n - 8..]) {
-        if has_spaced_run(b) {
+        if !text.is_ascii() || has_spaced_run(b) {
             return None;
         }
-        return Some(Normalized {
-            text: text.to_ascii_lowercase(),
-            src: None,
-        });
+        return Some((b.to_ascii_lowercase(), Vec::new()));
     }
     const BLOCK: usize = 1024;
-    let mut lower = vec![0u8; n];
+    let mut lower: Vec<u8> = Vec::with_capacity(n);
+    let mut masks: BlockMasks = Vec::with_capacity(n.div_ceil(64));
     let mut cls = [0u8; BLOCK + 6];
+    let mut low = [0u8; BLOCK + 6];
+    let mut flags = [0u8; BLOCK + 64];
+    let mut iso = [0u8; BLOCK + 4];
     let m = n - 6;
     let mut i = 0;
     while i < m {
         let e = (i + BLOCK).min(m);
         let w = e - i + 6;
-        // Bit 0: letter; bit 1: not alphanumeric. Lowercase copy alongside.
-        for ((c, o), &x) in cls[..w]
+        // Bit 0: letter; bit 1: not alphanumeric (for ASCII bytes; any byte >= 0x80 ends
+        // the fast path below, whatever its class). OR of all bytes for the ASCII test.
+        // Alongside: the lowercase bytes (ASCII, so setting bit 5 of a letter lowercases
+        // it) and the digit / `@` flags of the scanner's digit pass, kept once the block
+        // passed.
+        let mut high = 0u8;
+        let mut any = 0u8;
+        for (((c, o), f), &x) in cls[..w]
             .iter_mut()
-            .zip(&mut lower[i..i + w])
+            .zip(&mut low[..w])
+            .zip(&mut flags[..w])
             .zip(&b[i..i + w])
         {
-            // ASCII here, so alphanumeric means letter or digit; setting bit 5 of a
-            // letter lowercases it.
             let l = alpha_u8(x);
-            *c = l | ((l | (x.wrapping_sub(b'0') < 10) as u8) ^ 1) << 1;
+            let d = (x.wrapping_sub(b'0') < 10) as u8;
+            *c = l | ((l | d) ^ 1) << 1;
             *o = x | l << 5;
+            *f = d | ((x == b'@') as u8) << 1;
+            any |= *f;
+            high |= x;
+        }
+        if high >= 0x80 {
+            return None;
         }
         {
             let c = &cls[..w];
             let k = e - i;
             // `¬alnum, L, ¬alnum, L, ¬alnum, L, ¬alnum`: a superset of the exact window
             // of `has_spaced_run` (separators are not alphanumeric).
-            let hit = c[..k]
+            // In two steps: bit 0 of `iso[j]` = ¬alnum, L, ¬alnum at `j`, then three of
+            // those at stride 2.
+            for (((p, &c0), &c1), &c2) in iso[..k + 4]
+                .iter_mut()
+                .zip(&c[..k + 4])
+                .zip(&c[1..k + 5])
+                .zip(&c[2..k + 6])
+            {
+                *p = (c0 & c2) >> 1 & c1;
+            }
+            let hit = iso[..k]
                 .iter()
-                .zip(&c[1..k + 1])
-                .zip(&c[2..k + 2])
-                .zip(&c[3..k + 3])
-                .zip(&c[4..k + 4])
-                .zip(&c[5..k + 5])
-                .zip(&c[6..k + 6])
-                .fold(0u8, |acc, ((((((&c0, &c1), &c2), &c3), &c4), &c5), &c6)| {
-                    acc | (c0 & c2 & c4 & c6) >> 1 & c1 & c3 & c5
-                });
+                .zip(&iso[2..k + 2])
+                .zip(&iso[4..k + 4])
+                .fold(0u8, |acc, ((&p0, &p2), &p4)| acc | p0 & p2 & p4);
             // Only then the exact window, on this block (the edges were checked above).
             if hit & 1 != 0 && interior_hit(b, i, e) {
                 return None;
             }
         }
+        // The last block keeps its 6 extra bytes too (the text's end).
+        let k = if e == m { w } else { e - i };
+        lower.extend_from_slice(&low[..k]);
+        let padded = k.div_ceil(64) * 64;
+        flags[k..padded].fill(0);
+        for chunk in flags[..padded].chunks_exact(64) {
+            masks.push(match <&[u8; 64]>::try_from(chunk) {
+                Ok(c) if any != 0 => pack_block(c, any & 2 != 0),
+                _ => (0, 0),
+            });
+        }
         i = e;
     }
-    // ASCII in, ASCII out.
-    String::from_utf8(lower)
-        .ok()
-        .map(|text| Normalized { text, src: None })
+    Some((lower, masks))
+}
+
+/// Gather bit 0 of each byte (all other bits clear) into the low 8 bits (byte i -> bit i).
+#[inline]
+pub(crate) fn pack_flags(x: u64) -> u64 {
+    x.wrapping_mul(0x0102_0408_1020_4080) >> 56
+}
+
+/// Bit masks of 64 flag bytes (bit 0: digit, bit 1: `@`): (digits, `@`s, the latter only
+/// when `at`, else 0).
+#[inline]
+pub(crate) fn pack_block(flags: &[u8; 64], at: bool) -> (u64, u64) {
+    let mut dmask = 0u64;
+    let mut amask = 0u64;
+    for (j, chunk) in flags.chunks_exact(8).enumerate() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(w);
+        dmask |= pack_flags(w & 0x0101_0101_0101_0101) << (8 * j);
+        if at {
+            amask |= pack_flags((w >> 1) & 0x0101_0101_0101_0101) << (8 * j);
+        }
+    }
+    (dmask, amask)
+}
+
+/// Digit and `@` bit masks of each 64-byte block (bit `i`: byte `64 * block + i`).
+pub(crate) type BlockMasks = Vec<(u64, u64)>;
+
+/// The normalised text the scanner works on: the ASCII-lowercase copy of an ASCII text
+/// without spaced letters (the identity mapping), or the full normalisation.
+pub(crate) enum ScanNorm {
+    /// The lowercase copy, and the digit / `@` masks of every 64-byte block (empty when
+    /// not computed, for short texts).
+    Ascii(Vec<u8>, BlockMasks),
+    Full(Normalized),
+}
+
+impl ScanNorm {
+    /// Normalised bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            ScanNorm::Ascii(v, _) => v,
+            ScanNorm::Full(n) => n.text.as_bytes(),
+        }
+    }
+
+    /// Map a byte range of the normalised text back to the original text.
+    pub(crate) fn map_span(&self, original: &str, r: Range<usize>) -> Range<usize> {
+        match self {
+            ScanNorm::Ascii(..) => r,
+            ScanNorm::Full(n) => n.map_span(original, r),
+        }
+    }
 }
 
 pub(crate) fn is_invisible(c: char) -> bool {
@@ -514,13 +592,13 @@ fn collapse_spaced(n: &mut Normalized) {
 }
 
 /// Normalise and also return invisible-character signals.
-pub(crate) fn normalize_for_scan(text: &str) -> (Normalized, Signals) {
-    if let Some(n) = fast_identity(text) {
-        return (n, Signals::default());
+pub(crate) fn normalize_for_scan(text: &str) -> (ScanNorm, Signals) {
+    if let Some((v, masks)) = fast_identity(text) {
+        return (ScanNorm::Ascii(v, masks), Signals::default());
     }
     let mut sig = Signals::default();
     let n = normalize_full(text, &mut sig);
-    (n, sig)
+    (ScanNorm::Full(n), sig)
 }
 
 #[cfg(test)]
@@ -608,8 +686,22 @@ mod tests {
                 let fast = fast_identity(&t);
                 let slow = !t.is_ascii() || has_spaced_run(t.as_bytes());
                 assert_eq!(fast.is_none(), slow, "{t:?}");
-                if let Some(n) = fast {
-                    assert_eq!(n.text, t.to_ascii_lowercase());
+                if let Some((n, masks)) = fast {
+                    assert_eq!(n, t.to_ascii_lowercase().into_bytes());
+                    // The digit / `@` masks, when computed, are those of every block.
+                    if !masks.is_empty() {
+                        assert_eq!(masks.len(), t.len().div_ceil(64), "{t:?}");
+                        for (j, &(d, a)) in masks.iter().enumerate() {
+                            for (k, &x) in t.as_bytes().iter().skip(64 * j).take(64).enumerate() {
+                                assert_eq!(d >> k & 1 == 1, x.is_ascii_digit(), "{t:?}");
+                                assert_eq!(a >> k & 1 == 1, x == b'@', "{t:?}");
+                            }
+                            let valid = t.len() - 64 * j;
+                            if valid < 64 {
+                                assert_eq!((d | a) >> valid, 0, "{t:?}");
+                            }
+                        }
+                    }
                 }
             }
         }

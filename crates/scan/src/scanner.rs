@@ -10,7 +10,9 @@ use crate::detect::injection::{self, ANCHORS as INJ_ANCHORS, InjAnchor, Signal};
 use crate::detect::pii::{self, UrlKind};
 use crate::detect::secrets::{self, SecretAnchor};
 use crate::detect::{PEM_CAP, SPACED_CAP, TOKEN_CAP, run_end};
-use crate::normalize::{Normalized, fold_confusable, is_invisible, normalize, normalize_for_scan};
+use crate::normalize::{
+    ScanNorm, fold_confusable, is_invisible, normalize, normalize_for_scan, pack_block,
+};
 use crate::{Entity, Finding, ScanResult};
 
 /// Built-in detector ids, all on by default. Keyword lists and custom patterns are on
@@ -159,6 +161,16 @@ pub struct Scanner {
     /// remaining literals whole. Each pattern id maps to the literals that contain it:
     /// (anchor, window offset in the literal, literal).
     ac_split: Vec<(packed::Searcher, Vec<Literals>)>,
+    /// With `ac_split`: the key-name anchors (`SecretAnchor::Assign`: index into
+    /// `anchors`, literal), not searched by `ac_split` but from the `=` and `:` of the
+    /// text. Such an anchor only yields a finding when its key name (identifier
+    /// characters right after it) is followed by an optional quote, at most 4 blanks
+    /// and `=` / `:` (`secrets::validate`), so looking back from every `=` / `:` over
+    /// those blanks and the key name finds every anchor that can matter, and prose
+    /// ("keep your password safe") costs no Teddy restart.
+    assign: Vec<(usize, &'static str)>,
+    /// Per first byte (all ASCII): bit `j` set when `assign[j]` starts with it.
+    assign_first: [u32; 128],
     kw: Option<AhoCorasick>,
     kw_entries: Vec<KwEntry>,
     kw_lists: Vec<KeywordList>,
@@ -365,6 +377,7 @@ impl Scanner {
         let ac = build(&pats)?;
         let ac_inj = build(&inj_pats)?;
         let mut ac_split = Vec::new();
+        let mut assign: Vec<(usize, &'static str)> = Vec::new();
         if !inj_pats.is_empty() {
             let all = pats
                 .iter()
@@ -398,20 +411,47 @@ impl Scanner {
             // step per match, and every pattern here is a plain literal). Without Teddy
             // (no SSSE3 / NEON) the packed searcher is not built, and every text takes
             // the general path below (`ac` and `ac_inj`).
+            //
+            // Key-name anchors (`passw`, `token`, `secret`, …) are found from the `=` / `:`
+            // after the key instead (see `Scanner::assign`): their windows are replaced by
+            // placeholders made of control bytes with the same low nibbles, which keeps
+            // Teddy's bucket assignment (by pattern id and low-nibble prefix) as tuned,
+            // never matches where a literal does (printable first bytes), and has no
+            // literals to confirm.
+            let is_assign = |t: &Target| {
+                matches!(t, Target::Anchor(i)
+                    if matches!(anchors.get(*i), Some(Anchor::Secret(SecretAnchor::Assign))))
+            };
             for group in groups {
                 if group.is_empty() {
                     continue;
                 }
+                let (pats, lits): (Vec<Vec<u8>>, Vec<Literals>) = group
+                    .into_iter()
+                    .map(|(w, v)| {
+                        if !v.is_empty() && v.iter().all(|(t, _, _)| is_assign(t)) {
+                            for &(t, _, lit) in &v {
+                                if let Target::Anchor(i) = t {
+                                    assign.push((i, lit));
+                                }
+                            }
+                            (w.bytes().map(|c| c & 0x0F).collect(), Vec::new())
+                        } else {
+                            (w.as_bytes().to_vec(), v)
+                        }
+                    })
+                    .unzip();
                 let Some(searcher) = packed::Config::new()
                     .match_kind(packed::MatchKind::LeftmostFirst)
                     .builder()
-                    .extend(group.iter().map(|(w, _)| w.as_bytes()))
+                    .extend(pats.iter())
                     .build()
                 else {
                     ac_split.clear();
+                    assign.clear();
                     break;
                 };
-                ac_split.push((searcher, group.into_iter().map(|(_, v)| v).collect()));
+                ac_split.push((searcher, lits));
             }
         }
 
@@ -500,6 +540,16 @@ impl Scanner {
             ac_inj,
             inj_anchors,
             ac_split,
+            assign_first: {
+                let mut f = [0u32; 128];
+                for (j, (_, lit)) in assign.iter().enumerate().take(32) {
+                    if let Some(&c) = lit.as_bytes().first() {
+                        f[c as usize & 127] |= 1 << j;
+                    }
+                }
+                f
+            },
+            assign,
             kw,
             kw_entries,
             kw_lists: cfg.keywords.clone(),
@@ -578,7 +628,7 @@ impl Scanner {
         };
         let lower_owned;
         let lower: &[u8] = match &norm {
-            Some(n) if n.is_identity() => n.text.as_bytes(),
+            Some(ScanNorm::Ascii(v, _)) => v,
             _ => {
                 lower_owned = text.to_ascii_lowercase();
                 lower_owned.as_bytes()
@@ -588,24 +638,9 @@ impl Scanner {
         let mut inj_hits: Vec<(usize, usize, usize, InjAnchor)> = Vec::new();
 
         match &norm {
-            Some(n) if n.is_identity() && !self.ac_split.is_empty() => {
+            Some(ScanNorm::Ascii(..)) if !self.ac_split.is_empty() => {
                 // ASCII text: the normalised text is `lower`, so both sets run over it.
-                for (searcher, targets) in &self.ac_split {
-                    for_each_packed(searcher, lower, |id, s| {
-                        for &(t, k, lit) in targets.get(id).map_or(&[][..], |v| v.as_slice()) {
-                            let Some(q) = s.checked_sub(k) else { continue };
-                            if !lower[q..].starts_with(lit.as_bytes()) {
-                                continue;
-                            }
-                            match t {
-                                Target::Anchor(i) => {
-                                    self.on_anchor(b, i, q, q + lit.len(), &mut out)
-                                }
-                                Target::Inj(i) => self.on_inj_anchor(lower, i, q, &mut inj_hits),
-                            }
-                        }
-                    });
-                }
+                self.ascii_anchors(b, lower, &mut out, &mut inj_hits);
                 // Same order as one search over all literals would give.
                 inj_hits.sort_by_key(|h| h.0);
             }
@@ -614,7 +649,7 @@ impl Scanner {
                     for_each_anchor(ac, lower, |id, s, e| self.on_anchor(b, id, s, e, &mut out));
                 }
                 if let (Some(ac), Some(n)) = (&self.ac_inj, &norm) {
-                    let nt = n.text.as_bytes();
+                    let nt = n.bytes();
                     for_each_anchor(ac, nt, |id, s, _| {
                         self.on_inj_anchor(nt, id, s, &mut inj_hits)
                     });
@@ -622,7 +657,11 @@ impl Scanner {
             }
         }
 
-        self.scan_digits(b, &mut out);
+        let masks = match &norm {
+            Some(ScanNorm::Ascii(_, m)) => m.as_slice(),
+            _ => &[],
+        };
+        self.scan_digits(b, masks, &mut out);
 
         if let (Some(kw), Some(n)) = (&self.kw, &norm) {
             self.scan_keywords(text, n, kw, &mut out);
@@ -693,6 +732,56 @@ impl Scanner {
         }
     }
 
+    /// The anchors of both sets in the lowercase copy of an ASCII text (`ac_split`, then
+    /// the key-name anchors from the `=` / `:` after them). Kept out of `scan` (a large
+    /// function) so that the search loops keep their state in registers.
+    #[inline(never)]
+    fn ascii_anchors(
+        &self,
+        b: &[u8],
+        lower: &[u8],
+        out: &mut Vec<Finding>,
+        inj_hits: &mut Vec<(usize, usize, usize, InjAnchor)>,
+    ) {
+        let mut hit = |t: Target, k: usize, lit: &str, s: usize| {
+            let Some(q) = s.checked_sub(k) else { return };
+            if !has_prefix(&lower[q..], lit.as_bytes()) {
+                return;
+            }
+            match t {
+                Target::Anchor(i) => self.on_anchor(b, i, q, q + lit.len(), out),
+                Target::Inj(i) => self.on_inj_anchor(lower, i, q, inj_hits),
+            }
+        };
+        for (searcher, targets) in &self.ac_split {
+            for_each_packed(searcher, lower, |id, s| {
+                for &(t, k, lit) in targets.get(id).map_or(&[][..], |v| v.as_slice()) {
+                    hit(t, k, lit, s);
+                }
+            });
+        }
+        if !self.assign.is_empty() {
+            for o in memchr::memchr2_iter(b'=', b':', lower) {
+                let Some((from, ir)) = key_before(lower, o) else {
+                    continue;
+                };
+                for (p, &c) in lower.iter().enumerate().take(ir).skip(from) {
+                    // The `assign` literals starting with `c`.
+                    let mut m = self.assign_first[c as usize & 127];
+                    while m != 0 {
+                        let j = m.trailing_zeros() as usize;
+                        m &= m - 1;
+                        if let Some(&(i, lit)) = self.assign.get(j)
+                            && has_prefix(&lower[p..ir], lit.as_bytes())
+                        {
+                            self.on_anchor(b, i, p, p + lit.len(), out);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// A secret / URL anchor (`self.anchors[id]`) at `p..end` of the lowercase text.
     fn on_anchor(&self, b: &[u8], id: usize, p: usize, end: usize, out: &mut Vec<Finding>) {
         let Some(a) = self.anchors.get(id) else {
@@ -749,7 +838,12 @@ impl Scanner {
         }
     }
 
-    fn scan_digits(&self, b: &[u8], out: &mut Vec<Finding>) {
+    /// Digit runs and `@`s. `masks`: the digit / `@` masks of every 64-byte block when
+    /// the normalisation computed them, else empty.
+    // Kept out of `scan` (a large function): the run loop then keeps its state in
+    // registers.
+    #[inline(never)]
+    fn scan_digits(&self, b: &[u8], masks: &[(u64, u64)], out: &mut Vec<Finding>) {
         let on = self.on;
         let digits = on.phone || on.ssn || on.card || on.iban || on.ip;
         if !digits && !on.email {
@@ -758,84 +852,92 @@ impl Scanner {
         let n = b.len();
         let mut base = 0;
         let mut prev_digit = false;
-        // Per 64-byte block: one flag byte per input byte (bit 0 digit, bit 1 `@`) from a
-        // loop the compiler vectorises, then the flags packed into bit masks 8 at a time.
-        let mut flags = [0u8; 64];
+        let mut v6_end = 0;
+        // Per 64-byte block: bit masks of digits and `@`s (from the normalisation when it
+        // computed them), and the digit mask of the next block, so that the 64 bytes from
+        // any run start are one 64-bit window.
+        let block = |base: usize| match masks.get(base / 64) {
+            Some(&m) => m,
+            None => block_masks(b, base),
+        };
+        let (mut dcur, mut acur) = block(0);
         while base < n {
             let end = (base + 64).min(n);
-            let blk = &b[base..end];
-            if blk.len() < 64 {
-                flags = [0u8; 64];
-            }
-            let mut any = 0u8;
-            for (f, &x) in flags.iter_mut().zip(blk) {
-                *f = (x.wrapping_sub(b'0') < 10) as u8 | ((x == b'@') as u8) << 1;
-                any |= *f;
-            }
-            if any == 0 {
-                prev_digit = false;
-                base = end;
-                continue;
-            }
-            let mut dmask = 0u64;
-            let mut amask = 0u64;
-            for (j, chunk) in flags.chunks_exact(8).enumerate() {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(chunk);
-                let w = u64::from_le_bytes(w);
-                dmask |= pack_flags(w & 0x0101_0101_0101_0101) << (8 * j);
-                if any & 2 != 0 {
-                    amask |= pack_flags((w >> 1) & 0x0101_0101_0101_0101) << (8 * j);
+            let (dnext, anext) = if end < n { block(end) } else { (0, 0) };
+            if dcur | acur != 0 {
+                if digits {
+                    // Starts of digit runs: a digit whose predecessor is not one.
+                    let mut starts = dcur & !((dcur << 1) | prev_digit as u64);
+                    while starts != 0 {
+                        let k = starts.trailing_zeros() as usize;
+                        starts &= starts - 1;
+                        // Digits of the 64 bytes from the run start on.
+                        let w = (dcur >> k) | (dnext << 1) << (63 - k);
+                        // Run length as `run_end` with cap 64 counts it (at most 65),
+                        // from the window unless the run fills it.
+                        let ones = (!w).trailing_zeros() as usize;
+                        let run = if ones < 64 {
+                            ones
+                        } else {
+                            run_end(b, base + k, 64, |c| c.is_ascii_digit()) - (base + k)
+                        };
+                        self.digit_run(b, (base + k, run, w as u32), &mut v6_end, out);
+                    }
                 }
-            }
-            // Starts of digit runs: a digit whose predecessor is not one.
-            let mut starts = dmask & !((dmask << 1) | prev_digit as u64);
-            prev_digit = blk.last().is_some_and(u8::is_ascii_digit);
-            if digits {
-                while starts != 0 {
-                    let k = starts.trailing_zeros() as usize;
-                    starts &= starts - 1;
-                    // Run length from the mask unless the run reaches the block's end.
-                    let ones = (!(dmask >> k)).trailing_zeros() as usize;
-                    let run = if k + ones < 64 {
-                        ones
-                    } else {
-                        run_end(b, base + k, 64, |c| c.is_ascii_digit()) - (base + k)
-                    };
-                    self.digit_run(b, base + k, run, out);
-                }
-            }
-            if on.email {
-                while amask != 0 {
-                    let k = amask.trailing_zeros() as usize;
-                    amask &= amask - 1;
-                    if let Some(r) = pii::email_at(b, base + k) {
-                        out.push(Finding::builtin(Entity::Email, "email", r, 0.95));
+                if on.email {
+                    let mut amask = acur;
+                    while amask != 0 {
+                        let k = amask.trailing_zeros() as usize;
+                        amask &= amask - 1;
+                        if let Some(r) = pii::email_at(b, base + k) {
+                            out.push(Finding::builtin(Entity::Email, "email", r, 0.95));
+                        }
                     }
                 }
             }
+            prev_digit = dcur >> 63 != 0;
+            dcur = dnext;
+            acur = anext;
             base = end;
         }
     }
 
-    /// A digit run of length `run` (as `run_end` with cap 64 counts it) starts at `r`.
-    fn digit_run(&self, b: &[u8], r: usize, run: usize, out: &mut Vec<Finding>) {
+    /// A digit run of length `run` (as `run_end` with cap 64 counts it) starts at `r`;
+    /// bit `i` of `w` tells whether `b[r + i]` is a digit (`i < 32`, past the end: 0).
+    /// `v6_end`: end of the token of the last IPv6 check, when its result holds for every
+    /// digit of the token (see `pii::ipv6_token`), else 0.
+    #[inline]
+    fn digit_run(
+        &self,
+        b: &[u8],
+        (r, run, w): (usize, usize, u32),
+        v6_end: &mut usize,
+        out: &mut Vec<Finding>,
+    ) {
         let on = self.on;
         let e = r + run;
         let next = b.get(e).copied().unwrap_or(0);
         let next2 = b.get(e + 1).copied().unwrap_or(0);
-        let prev = if r > 0 { b[r - 1] } else { 0 };
+        let prev = b.get(r.wrapping_sub(1)).copied().unwrap_or(0);
+        let (cp, cn) = (BYTE_CLASS[prev as usize], BYTE_CLASS[next as usize]);
         // Every multi-group format continues with a separator and a digit.
-        let continues = matches!(next, b' ' | b'-' | b'.' | b')')
-            && (next2.is_ascii_digit() || next2 == b' ' || next2 == b'(');
-        let hexish = |c: u8| c == b':' || c.is_ascii_hexdigit() && !c.is_ascii_digit();
-        if on.ip
-            && (hexish(next) || hexish(prev))
-            && let Some(s) = pii::ipv6_around(b, r)
-        {
-            out.push(Finding::builtin(Entity::IpAddress, "ip_address", s, 0.9));
+        let continues = cn & C_SEP != 0 && BYTE_CLASS[next2 as usize] & C_NEXT2 != 0;
+        let upper2 = || r >= 2 && b[r - 2].is_ascii_uppercase();
+        let hexish = (cp | cn) & C_HEX != 0;
+        // Most runs of prose ("in 2003 the", "45%") need nothing more.
+        if !(hexish || continues || run >= 9 || on.iban && upper2()) {
+            return;
         }
-        if !continues && run < 9 && !(r >= 2 && on.iban && b[r - 2].is_ascii_uppercase()) {
+        // A run inside the token of the previous IPv6 check ("10:30", "fe80::1:2") has
+        // the same result: skipped (a duplicate finding would be dropped by `dedupe`).
+        if on.ip && hexish && r >= *v6_end {
+            let (res, end) = pii::ipv6_token(b, r);
+            *v6_end = end;
+            if let Some(s) = res {
+                out.push(Finding::builtin(Entity::IpAddress, "ip_address", s, 0.9));
+            }
+        }
+        if !continues && run < 9 && !(on.iban && upper2()) {
             return;
         }
         // `iban_at` needs the two-letter country code right before the run, `ipv4_at` a
@@ -851,13 +953,17 @@ impl Scanner {
         if on.ip
             && next == b'.'
             && run <= 3
-            && dot_after_octet(b, e + 1)
+            && dotted_quad_shape(b, e + 1)
             && let Some(s) = pii::ipv4_at(b, r)
         {
             out.push(Finding::builtin(Entity::IpAddress, "ip_address", s, 0.9));
         }
+        // A card has 12 to 19 digits in at most 24 bytes (groups of at most 19 digits,
+        // at most 5 one-byte separators); every accepted phone number has at least 8
+        // digits (see `phone_digits`). Counted on the digit mask before the calls.
         if on.card
             && (run >= 12 || run == 4 && continues)
+            && popcount(w & 0x00FF_FFFF) >= 12
             && let Some(s) = pii::card_at(b, r)
         {
             out.push(Finding::builtin(Entity::CreditCard, "credit_card", s, 0.95));
@@ -870,14 +976,18 @@ impl Scanner {
         }
         if on.phone
             && (continues || run >= 10 || matches!(prev, b'+' | b'('))
+            && phone_digits(w) >= 8
             && let Some((s, c)) = pii::phone_at(b, r)
         {
             out.push(Finding::builtin(Entity::Phone, "phone", s, c));
         }
     }
 
-    fn scan_keywords(&self, text: &str, n: &Normalized, kw: &AhoCorasick, out: &mut Vec<Finding>) {
-        let nt = n.text.as_str();
+    fn scan_keywords(&self, text: &str, n: &ScanNorm, kw: &AhoCorasick, out: &mut Vec<Finding>) {
+        // The ASCII copy is ASCII, so valid UTF-8.
+        let Ok(nt) = std::str::from_utf8(n.bytes()) else {
+            return;
+        };
         for m in kw.find_iter(nt) {
             let Some(e) = self.kw_entries.get(m.pattern().as_usize()) else {
                 continue;
@@ -914,11 +1024,11 @@ impl Scanner {
     fn injection_signals(
         &self,
         text: &str,
-        n: &Normalized,
+        n: &ScanNorm,
         hits: &[(usize, usize, usize, InjAnchor)],
         sig: &crate::normalize::Signals,
     ) -> Vec<Signal> {
-        let nt = n.text.as_bytes();
+        let nt = n.bytes();
         let mut out = Vec::new();
         for &(_, s, e, a) in hits {
             let upper_dan = a == InjAnchor::Dan && {
@@ -1013,6 +1123,57 @@ fn for_each_anchor(ac: &AhoCorasick, hay: &[u8], mut f: impl FnMut(usize, usize,
     }
 }
 
+/// Whether `h` starts with the (short) `lit`; a byte loop, cheaper than `memcmp` here.
+#[inline]
+fn has_prefix(h: &[u8], lit: &[u8]) -> bool {
+    h.len() >= lit.len() && h.iter().zip(lit).all(|(a, b)| a == b)
+}
+
+/// Longest key-name anchor (`private_key`).
+const ASSIGN_MAX: usize = 11;
+
+#[inline]
+fn is_key_byte(c: u8) -> bool {
+    BYTE_CLASS[c as usize] & C_KEY != 0
+}
+
+/// For the `=` / `:` at `o`: the end `ir` of the key name that `secrets::validate`'s
+/// assignment check would reach it from (the key's identifier bytes end at `ir`, then an
+/// optional quote and blanks, at most 4 bytes in all, then `o`), and where key-name
+/// anchors ending by `ir` may start (it reads at most 40 identifier bytes after the
+/// anchor). `None` when no key name ends there.
+#[inline]
+fn key_before(b: &[u8], o: usize) -> Option<(usize, usize)> {
+    // Back over the blanks and an optional quote: the only candidate (those bytes are not
+    // key bytes), then the forward skip of the assignment check must land on `o`.
+    let mut ir = o;
+    while ir > 0 && o - ir < 4 && matches!(b[ir - 1], b' ' | b'\t') {
+        ir -= 1;
+    }
+    if ir > 0 && matches!(b[ir - 1], b'"' | b'\'') {
+        ir -= 1;
+    }
+    if ir == 0 || !is_key_byte(b[ir - 1]) {
+        return None;
+    }
+    let mut i = ir;
+    if matches!(b[i], b'"' | b'\'') {
+        i += 1;
+    }
+    while i < o && i - ir < 4 && matches!(b[i], b' ' | b'\t') {
+        i += 1;
+    }
+    if i != o {
+        return None;
+    }
+    let lo = ir.saturating_sub(40 + ASSIGN_MAX);
+    let mut from = ir - 1;
+    while from > lo && is_key_byte(b[from - 1]) {
+        from -= 1;
+    }
+    Some((from, ir))
+}
+
 /// `for_each_anchor` for a packed (Teddy) searcher: every occurrence of every pattern, as
 /// (pattern id, start).
 #[inline]
@@ -1027,24 +1188,117 @@ fn for_each_packed(searcher: &packed::Searcher, hay: &[u8], mut f: impl FnMut(us
     }
 }
 
-/// Gather bit 0 of each byte (all other bits clear) into the low 8 bits (byte i -> bit i).
+/// Digit and `@` bit masks of the (up to) 64 bytes at `b[base..]`: one flag byte per
+/// input byte (bit 0 digit, bit 1 `@`) from a loop the compiler vectorises, then the
+/// flags packed into bit masks 8 at a time.
 #[inline]
-fn pack_flags(x: u64) -> u64 {
-    x.wrapping_mul(0x0102_0408_1020_4080) >> 56
+fn block_masks(b: &[u8], base: usize) -> (u64, u64) {
+    // A whole block as a fixed-size array, so the loops below are straight-line code;
+    // the last, partial block is copied into a zero-filled one (zeros are neither).
+    let mut tail = [0u8; 64];
+    let blk: &[u8; 64] = match b.get(base..base + 64).map(<&[u8; 64]>::try_from) {
+        Some(Ok(a)) => a,
+        _ => {
+            let rest = b.get(base..).unwrap_or(&[]);
+            let k = rest.len().min(64);
+            tail[..k].copy_from_slice(&rest[..k]);
+            &tail
+        }
+    };
+    let mut flags = [0u8; 64];
+    let mut any = 0u8;
+    for (f, &x) in flags.iter_mut().zip(blk) {
+        *f = (x.wrapping_sub(b'0') < 10) as u8 | ((x == b'@') as u8) << 1;
+        any |= *f;
+    }
+    if any == 0 {
+        return (0, 0);
+    }
+    pack_block(&flags, any & 2 != 0)
 }
 
-/// Whether 1 to 3 digits followed by `.` start at `i` (the second octet of a dotted quad;
-/// `ipv4_at` requires it, so this only saves the call for "$12.50", "1.5 times", …).
+/// `BYTE_CLASS` bits: `:` or a hex letter (next to a digit run: maybe IPv6).
+const C_HEX: u8 = 1;
+/// ` `, `-`, `.`, `)`: a separator after a digit group.
+const C_SEP: u8 = 2;
+/// A digit, ` ` or `(`: what may follow such a separator in a multi-group number.
+const C_NEXT2: u8 = 4;
+/// A key-name byte of an assignment (`secrets::validate`): alphanumeric, `_`, `-`, `.`.
+const C_KEY: u8 = 8;
+
+/// Byte classes for the digit-run pre-checks (one table load instead of a few compares).
+static BYTE_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let x = c as u8;
+        let mut v = 0;
+        if x == b':' || matches!(x, b'a'..=b'f' | b'A'..=b'F') {
+            v |= C_HEX;
+        }
+        if matches!(x, b' ' | b'-' | b'.' | b')') {
+            v |= C_SEP;
+        }
+        if x.is_ascii_digit() || x == b' ' || x == b'(' {
+            v |= C_NEXT2;
+        }
+        if x.is_ascii_alphanumeric() || matches!(x, b'_' | b'-' | b'.') {
+            v |= C_KEY;
+        }
+        t[c] = v;
+        c += 1;
+    }
+    t
+};
+
+/// An upper bound on the digits of a phone number whose first digit run starts at bit 0
+/// of the digit mask `w` (bit `i`: byte `r + i`): `phone_at` reads at most 28 bytes from
+/// `r`, and its digit groups are separated by one or two bytes (a separator, a `)` or
+/// `(` next to it), so the number ends before the first three non-digits in a row.
 #[inline]
-fn dot_after_octet(b: &[u8], i: usize) -> bool {
-    let digits = b
-        .get(i..)
-        .unwrap_or(&[])
-        .iter()
-        .take(3)
-        .take_while(|c| c.is_ascii_digit())
-        .count();
-    digits > 0 && b.get(i + digits) == Some(&b'.')
+fn phone_digits(w: u32) -> u32 {
+    let nd = !w;
+    let gap3 = nd & nd >> 1 & nd >> 2;
+    // Bits below the first gap of three (all bits when there is none) within 28 bytes.
+    let reach = gap3 & (gap3.wrapping_neg()); // lowest set bit, or 0
+    let below = reach.wrapping_sub(1) & 0x0FFF_FFFF;
+    popcount(w & below)
+}
+
+/// Number of set bits (no POPCNT in the baseline x86-64 target; SWAR).
+#[inline]
+fn popcount(x: u32) -> u32 {
+    let x = x - ((x >> 1) & 0x5555_5555);
+    let x = (x & 0x3333_3333) + ((x >> 2) & 0x3333_3333);
+    (((x + (x >> 4)) & 0x0F0F_0F0F).wrapping_mul(0x0101_0101)) >> 24
+}
+
+/// Whether `d.d.d` with 1 to 3 digits each (the rest of a dotted quad after the first
+/// octet and its dot) starts at `i`: `ipv4_at` requires it, so this only saves the call
+/// for "$12.50", "1.5 times", "version 1.2.3", ….
+#[inline]
+fn dotted_quad_shape(b: &[u8], i: usize) -> bool {
+    let mut i = i;
+    for k in 0..3 {
+        let digits = b
+            .get(i..)
+            .unwrap_or(&[])
+            .iter()
+            .take(3)
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        if digits == 0 {
+            return false;
+        }
+        i += digits;
+        if k < 2 {
+            if b.get(i) != Some(&b'.') {
+                return false;
+            }
+            i += 1;
+        }
+    }
+    true
 }
 
 fn inj_detector(kind: &str) -> &'static str {
@@ -1169,6 +1423,18 @@ mod tests {
     }
 
     #[test]
+    fn assign_literals_fit_the_first_byte_masks() {
+        let s = Scanner::new(&ScannerConfig::default()).unwrap();
+        assert!(!s.assign.is_empty() && s.assign.len() <= 32);
+        // Every key-name anchor is searched from the `=` / `:` after it.
+        let assign = SECRET_ANCHORS
+            .iter()
+            .filter(|(_, a)| *a == SecretAnchor::Assign)
+            .count();
+        assert_eq!(s.assign.len(), assign);
+    }
+
+    #[test]
     fn finds_overlapping_anchors() {
         // "ypass" (injection) and "passw" (secret assignment) overlap in "bypassword".
         let s = Scanner::new(&ScannerConfig::default()).unwrap();
@@ -1178,6 +1444,7 @@ mod tests {
 
     #[test]
     fn pack_flags_matches_scalar() {
+        use crate::normalize::pack_flags;
         for seed in 0u64..2000 {
             let w = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (seed << 17);
             let flags = w & 0x0101_0101_0101_0101;

@@ -588,13 +588,39 @@ pub(crate) fn ipv4_at(b: &[u8], r: usize) -> Option<Range<usize>> {
     Some(r..i)
 }
 
+/// Bytes of an IPv6 token: hex digits, `:`, `.`.
+static V6: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let x = c as u8;
+        t[c] = x.is_ascii_hexdigit() || x == b':' || x == b'.';
+        c += 1;
+    }
+    t
+};
+
 #[inline]
 fn is_v6(b: u8) -> bool {
-    b.is_ascii_hexdigit() || b == b':' || b == b'.'
+    V6[b as usize]
 }
 
 /// IPv6 address containing the digit at `r`.
+#[cfg(test)]
 pub(crate) fn ipv6_around(b: &[u8], r: usize) -> Option<Range<usize>> {
+    ipv6_token(b, r).0
+}
+
+/// `ipv6_around`, plus the end of the token of IPv6 characters it looked at when the
+/// result is the same for every digit of that token (token shorter than the scan limits,
+/// so every start in it finds the same token), else 0.
+pub(crate) fn ipv6_token(b: &[u8], r: usize) -> (Option<Range<usize>>, usize) {
+    let (l, e, colons) = v6_token(b, r);
+    (ipv6_in(b, l, e, colons), if e - l <= 44 { e } else { 0 })
+}
+
+/// The token of IPv6 characters around `r` (at most 46 bytes either way) and its colons.
+fn v6_token(b: &[u8], r: usize) -> (usize, usize, usize) {
     // Colons are counted while scanning: fewer than two in the token means no IPv6 (a
     // cheap reject for clock times such as "17:30"; trimming dots below keeps the count).
     let mut l = r;
@@ -609,6 +635,12 @@ pub(crate) fn ipv6_around(b: &[u8], r: usize) -> Option<Range<usize>> {
         colons += (b[e] == b':') as usize;
         e += 1;
     }
+    (l, e, colons)
+}
+
+/// The IPv6 address in the token `b[l..e]` with `colons` colons.
+fn ipv6_in(b: &[u8], l: usize, e: usize, colons: usize) -> Option<Range<usize>> {
+    let mut e = e;
     if e - l > 45 || colons < 2 {
         return None;
     }

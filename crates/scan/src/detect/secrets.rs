@@ -252,10 +252,6 @@ const PLACEHOLDERS: [&[u8]; 13] = [
 /// entropy) rather than code, a type or a placeholder.
 fn assignment(b: &[u8], p: usize, alen: usize) -> Option<(Range<usize>, SecretKind, f32)> {
     let ident = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.');
-    let mut il = p;
-    while il > 0 && p - il < 40 && ident(b[il - 1]) {
-        il -= 1;
-    }
     let ir = run_end(b, p + alen, 40, ident);
     if ir - (p + alen) > 40 {
         return None;
@@ -293,6 +289,11 @@ fn assignment(b: &[u8], p: usize, alen: usize) -> Option<(Range<usize>, SecretKi
         _ => return None,
     }
     let op_end = i;
+    // Start of the key name (only the AWS check below reads it).
+    let mut il = p;
+    while il > 0 && p - il < 40 && ident(b[il - 1]) {
+        il -= 1;
+    }
     while i < n && i - op_end < 4 && matches!(b[i], b' ' | b'\t') {
         i += 1;
     }

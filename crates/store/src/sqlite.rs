@@ -1,6 +1,7 @@
 //! The embedded default: one SQLite file in WAL mode. Writes of receipts are batched by
-//! the caller (group commit) into one transaction; the chain head row is read and advanced
-//! inside that transaction, and SQLite's single writer makes the chain linear.
+//! the caller (group commit) into one transaction on the store's own append connection;
+//! the chain heads are checked (or read) and advanced inside that transaction, and
+//! SQLite's single writer makes the chain linear.
 
 use crate::model::*;
 use crate::{Result, Store, StoreError};
@@ -11,7 +12,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite};
+use sqlx::{ConnectOptions, Row, Sqlite, SqliteConnection};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -20,6 +21,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Receipts are appended on one connection of their own (file databases): SQLite has
+    /// one writer anyway, and a pooled connection costs two more hand-offs per batch (the
+    /// pool's liveness ping on acquire, a spawned task to return it). `None` inside: not
+    /// connected yet, or dropped after an error (reconnected on the next append).
+    appender: Option<(tokio::sync::Mutex<Appender>, SqliteConnectOptions)>,
     /// Background WAL checkpoints (file databases only); stopped when the store drops.
     _checkpointer: Option<tokio_util::task::AbortOnDropHandle<()>>,
 }
@@ -72,7 +78,11 @@ impl SqliteStore {
             // An in-memory database exists per connection: keep exactly one.
             .max_connections(if memory { 1 } else { 8 })
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts)
+            // The liveness ping is a round trip to the connection's thread on every
+            // acquire; a local file has no peer that can hang up, and a failed statement
+            // reports its own error.
+            .test_before_acquire(false)
+            .connect_with(opts.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
         let checkpointer = (!memory).then(|| {
@@ -80,6 +90,8 @@ impl SqliteStore {
         });
         Ok(Self {
             pool,
+            // An in-memory database is per connection: appends share the pool's one.
+            appender: (!memory).then(|| (tokio::sync::Mutex::new(Appender::default()), opts)),
             _checkpointer: checkpointer,
         })
     }
@@ -187,19 +199,120 @@ const APPEND_WRITE: &str = "INSERT INTO receipts \
      ON CONFLICT(tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash; \
      COMMIT";
 
-/// A pooled connection inside a transaction that sqlx does not know about (it was
-/// opened by `APPEND_BEGIN`). If it is dropped before the transaction ended (an error
-/// whose rollback failed, or the future cancelled between the two round trips), the
-/// connection is closed instead of returned to the pool, and SQLite rolls back.
-struct AppendConn {
-    conn: sqlx::pool::PoolConnection<Sqlite>,
+/// The guard of the one-round-trip append: true when every head of the batch's tenants
+/// (a JSON array of `[tenant, seq, hash]`) is still what this store last committed.
+const HEADS_UNCHANGED: &str = "NOT EXISTS (SELECT 1 FROM json_each(?) e \
+     LEFT JOIN chain_heads h ON h.tenant_id = e.value->>0 \
+     WHERE h.seq IS NOT e.value->>1 OR h.hash IS NOT e.value->>2)";
+
+/// The whole append in one round trip, for a batch whose tenants' heads this store
+/// committed last: the receipts were sealed against those heads, and both inserts are
+/// guarded by [`HEADS_UNCHANGED`] inside the write transaction. If another process
+/// appended in between, nothing is inserted (no head row returned; SQLite's change count
+/// cannot tell, as it carries over across statements) and the caller reads the heads and
+/// seals again. Parameters: rows, expected heads, new heads, expected heads.
+fn append_fast_sql() -> String {
+    format!(
+        "BEGIN IMMEDIATE; \
+         INSERT INTO receipts \
+         (tenant_id, seq, id, created_at, kind, decision, key_id, user_id, model, hash, body) \
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, \
+                value->>7, value->>8, value->>9, value->>10 \
+         FROM json_each(?) WHERE {HEADS_UNCHANGED}; \
+         INSERT INTO chain_heads (tenant_id, seq, hash) \
+         SELECT value->>0, value->>1, value->>2 FROM json_each(?) WHERE {HEADS_UNCHANGED} \
+         ON CONFLICT(tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash \
+         RETURNING seq; \
+         COMMIT"
+    )
+}
+
+static APPEND_FAST: std::sync::LazyLock<String> = std::sync::LazyLock::new(append_fast_sql);
+
+/// Chain heads as this store's append connection last committed them: a hint for the
+/// one-round-trip append, always checked inside the transaction, never trusted.
+/// Bounded: cleared when it grows past this many tenants.
+const HEAD_CACHE_MAX: usize = 100_000;
+
+/// The store's own append connection and what it knows of the heads.
+#[derive(Default)]
+struct Appender {
+    conn: Option<SqliteConnection>,
+    heads: HashMap<String, ChainHead>,
+}
+
+/// A connection inside a transaction that sqlx does not know about (it was opened by
+/// `APPEND_BEGIN`). If it is dropped before the transaction ended (an error whose
+/// rollback failed, or the future cancelled between the two round trips), the connection
+/// is closed instead of reused, and SQLite rolls back.
+struct AppendConn<'a> {
+    slot: AppendSlot<'a>,
     open: bool,
 }
 
-impl Drop for AppendConn {
+enum AppendSlot<'a> {
+    Pooled(sqlx::pool::PoolConnection<Sqlite>),
+    /// The store's own append connection; `conn` always `Some` while held here.
+    Own(tokio::sync::MutexGuard<'a, Appender>),
+}
+
+impl AppendConn<'_> {
+    fn conn(&mut self) -> Result<&mut SqliteConnection> {
+        match &mut self.slot {
+            AppendSlot::Pooled(c) => Ok(&mut **c),
+            AppendSlot::Own(g) => g
+                .conn
+                .as_mut()
+                .ok_or_else(|| StoreError::Invalid("append connection missing".into())),
+        }
+    }
+
+    /// The heads of every tenant of the batch as this store last committed them, if it
+    /// knows them all (its own connection only).
+    fn known_heads(&self, receipts: &[Receipt]) -> Option<HashMap<String, ChainHead>> {
+        let AppendSlot::Own(g) = &self.slot else {
+            return None;
+        };
+        let mut out = HashMap::new();
+        for r in receipts {
+            if !out.contains_key(&r.tenant_id) {
+                out.insert(r.tenant_id.clone(), g.heads.get(&r.tenant_id)?.clone());
+            }
+        }
+        Some(out)
+    }
+
+    fn remember(&mut self, heads: HashMap<String, ChainHead>) {
+        if let AppendSlot::Own(g) = &mut self.slot {
+            if g.heads.len() + heads.len() > HEAD_CACHE_MAX {
+                g.heads.clear();
+            }
+            g.heads.extend(heads);
+        }
+    }
+
+    fn forget_heads(&mut self) {
+        if let AppendSlot::Own(g) = &mut self.slot {
+            g.heads.clear();
+        }
+    }
+
+    /// Closes the connection instead of reusing it.
+    fn discard(&mut self) {
+        match &mut self.slot {
+            AppendSlot::Pooled(c) => c.close_on_drop(),
+            AppendSlot::Own(g) => {
+                g.conn = None;
+                g.heads.clear();
+            }
+        }
+    }
+}
+
+impl Drop for AppendConn<'_> {
     fn drop(&mut self) {
         if self.open {
-            self.conn.close_on_drop();
+            self.discard();
         }
     }
 }
@@ -208,10 +321,32 @@ fn encode_err(e: serde_json::Error) -> StoreError {
     StoreError::Invalid(format!("receipt encoding: {e}"))
 }
 
-/// Seals and appends one batch in two round trips: each statement is a hand-off to
-/// sqlx's SQLite thread and back, which dominated group commit (five or more per batch
-/// before, one per tenant for the heads).
-async fn append_batch(c: &mut AppendConn, receipts: Vec<Receipt>) -> Result<Vec<Receipt>> {
+/// Seals and appends one batch: in one round trip when this store committed the last
+/// receipt of each of the batch's tenants (the usual case: one gateway process per file),
+/// else in two (read the heads, then write). Each statement is a hand-off to sqlx's SQLite
+/// thread and back, which dominated group commit.
+async fn append_batch(c: &mut AppendConn<'_>, receipts: Vec<Receipt>) -> Result<Vec<Receipt>> {
+    let mut receipts = receipts;
+    if let Some(known) = c.known_heads(&receipts) {
+        let mut heads = known.clone();
+        let sealed = seal_batch(&mut receipts, &mut heads)?;
+        let expected = heads_json(&known)?;
+        c.open = true;
+        let done = sqlx::query(sqlx::AssertSqlSafe(APPEND_FAST.as_str()))
+            .bind(sealed.rows)
+            .bind(expected.as_str())
+            .bind(heads_json(&heads)?)
+            .bind(expected.as_str())
+            .fetch_all(c.conn()?)
+            .await?;
+        c.open = false;
+        if done.len() == heads.len() {
+            c.remember(heads);
+            return Ok(receipts);
+        }
+        // Another process appended since: read the heads and seal again.
+        c.forget_heads();
+    }
     let mut tenants: Vec<&str> = Vec::new();
     for r in &receipts {
         if !tenants.contains(&r.tenant_id.as_str()) {
@@ -222,7 +357,7 @@ async fn append_batch(c: &mut AppendConn, receipts: Vec<Receipt>) -> Result<Vec<
     c.open = true;
     let rows = sqlx::query(APPEND_BEGIN)
         .bind(tenants)
-        .fetch_all(&mut *c.conn)
+        .fetch_all(c.conn()?)
         .await?;
     let mut heads: HashMap<String, ChainHead> = HashMap::with_capacity(rows.len());
     for row in rows {
@@ -234,20 +369,41 @@ async fn append_batch(c: &mut AppendConn, receipts: Vec<Receipt>) -> Result<Vec<
             },
         );
     }
-    let mut out = Vec::with_capacity(receipts.len());
+    let sealed = seal_batch(&mut receipts, &mut heads)?;
+    let heads_param = heads_json(&heads)?;
+    sqlx::query(APPEND_WRITE)
+        .bind(sealed.rows)
+        .bind(heads_param)
+        .execute(c.conn()?)
+        .await?;
+    c.open = false;
+    c.remember(heads);
+    Ok(receipts)
+}
+
+/// A sealed batch's rows as one JSON parameter.
+struct SealedRows {
+    rows: String,
+}
+
+/// Seals the receipts in order onto `heads` (advanced in place; a tenant without a head
+/// starts at genesis) and encodes their rows.
+fn seal_batch(
+    receipts: &mut [Receipt],
+    heads: &mut HashMap<String, ChainHead>,
+) -> Result<SealedRows> {
     let mut bodies = Vec::with_capacity(receipts.len());
-    for mut receipt in receipts {
+    for receipt in receipts.iter_mut() {
         let head = heads
             .entry(receipt.tenant_id.clone())
             .or_insert_with(ChainHead::genesis);
         *head = receipt
             .seal_into_chain(head)
             .map_err(|e| StoreError::Invalid(format!("receipt cannot be sealed: {e}")))?;
-        bodies.push(serde_json::to_string(&receipt).map_err(encode_err)?);
-        out.push(receipt);
+        bodies.push(serde_json::to_string(&*receipt).map_err(encode_err)?);
     }
     // Serialised straight from borrowed fields (tuples encode as JSON arrays).
-    let rows: Vec<_> = out
+    let rows: Vec<_> = receipts
         .iter()
         .zip(&bodies)
         .map(|(r, body)| {
@@ -266,19 +422,18 @@ async fn append_batch(c: &mut AppendConn, receipts: Vec<Receipt>) -> Result<Vec<
             )
         })
         .collect();
+    Ok(SealedRows {
+        rows: serde_json::to_string(&rows).map_err(encode_err)?,
+    })
+}
+
+/// Heads as a JSON array of `[tenant, seq, hash]`.
+fn heads_json(heads: &HashMap<String, ChainHead>) -> Result<String> {
     let heads: Vec<(&str, i64, &str)> = heads
         .iter()
         .map(|(t, h)| (t.as_str(), h.seq as i64, h.hash.as_str()))
         .collect();
-    let rows = serde_json::to_string(&rows).map_err(encode_err)?;
-    let heads = serde_json::to_string(&heads).map_err(encode_err)?;
-    sqlx::query(APPEND_WRITE)
-        .bind(rows)
-        .bind(heads)
-        .execute(&mut *c.conn)
-        .await?;
-    c.open = false;
-    Ok(out)
+    serde_json::to_string(&heads).map_err(encode_err)
 }
 
 #[async_trait]
@@ -638,15 +793,30 @@ impl Store for SqliteStore {
         if receipts.is_empty() {
             return Ok(receipts);
         }
-        let mut c = AppendConn {
-            conn: self.pool.acquire().await?,
-            open: false,
+        let slot = match &self.appender {
+            Some((own, opts)) => {
+                let mut g = own.lock().await;
+                if g.conn.is_none() {
+                    g.heads.clear();
+                    g.conn = Some(opts.connect().await?);
+                }
+                AppendSlot::Own(g)
+            }
+            None => AppendSlot::Pooled(self.pool.acquire().await?),
         };
+        let mut c = AppendConn { slot, open: false };
         match append_batch(&mut c, receipts).await {
             Ok(out) => Ok(out),
             Err(e) => {
-                if c.open && sqlx::query("ROLLBACK").execute(&mut *c.conn).await.is_ok() {
+                if c.open
+                    && let Ok(conn) = c.conn()
+                    && sqlx::query("ROLLBACK").execute(conn).await.is_ok()
+                {
                     c.open = false;
+                }
+                // A fresh connection for the next batch, whatever went wrong with this one.
+                if matches!(c.slot, AppendSlot::Own(_)) {
+                    c.discard();
                 }
                 Err(e)
             }

@@ -308,6 +308,36 @@ async fn two_store_handles_never_fork_a_chain(b: Backend) {
     assert!(report.ok, "{:?}", report.problems);
 }
 
+async fn appends_from_another_handle_in_between_are_chained_onto(b: Backend) {
+    // The SQLite store remembers the heads it committed and appends in one round trip on
+    // that knowledge; another process appending in between must be noticed, not forked.
+    let s1: Arc<dyn Store> = b.store.clone();
+    let s2: Arc<dyn Store> = b.reopen().await;
+    for round in 0..3u64 {
+        let a = s1
+            .append_receipts(vec![receipt("t", "allow"), receipt("u", "allow")])
+            .await
+            .unwrap();
+        let c = s2
+            .append_receipts(vec![receipt("t", "allow")])
+            .await
+            .unwrap();
+        assert_eq!(a[0].seq, 2 * round + 1);
+        assert_eq!(c[0].seq, 2 * round + 2);
+        assert_eq!(c[0].prev_hash, a[0].hash);
+    }
+    let last = s1
+        .append_receipts(vec![receipt("t", "allow")])
+        .await
+        .unwrap();
+    assert_eq!(last[0].seq, 7);
+    let chain = s1.chain("t", 1, 100).await.unwrap();
+    assert_eq!(chain.len(), 7);
+    let report = verify_chain("t", &chain, None);
+    assert!(report.ok, "{:?}", report.problems);
+    assert_eq!(s2.chain_head("u").await.unwrap().unwrap().seq, 3);
+}
+
 async fn checkpoints_are_stored_listed_and_deduplicated(b: Backend) {
     use palisade_audit::CheckpointSigner;
     let s = b.store.clone();
@@ -887,6 +917,7 @@ contract_suite!(
     data_keys_first_writer_wins_and_deletion_shreds,
     receipts_chain_per_tenant_and_are_isolated,
     two_store_handles_never_fork_a_chain,
+    appends_from_another_handle_in_between_are_chained_onto,
     checkpoints_are_stored_listed_and_deduplicated,
     purge_keeps_an_anchor_and_the_rest_verifies,
     policy_versions_and_activation,

@@ -34,6 +34,15 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, data))
 }
 
+/// SHA-256 of the concatenated parts, without building the concatenation.
+pub fn sha256_hex_parts(parts: &[&[u8]]) -> String {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for p in parts {
+        ctx.update(p);
+    }
+    hex::encode(ctx.finish())
+}
+
 /// Builds an unambiguous byte string: `label`, then each part as a 4-byte big-endian
 /// length followed by its bytes. Length prefixes stop `("ab","c")` colliding with `("a","bc")`.
 fn framed(label: &[u8], parts: &[&[u8]]) -> Vec<u8> {

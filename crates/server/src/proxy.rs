@@ -121,9 +121,10 @@ pub async fn count_tokens(
     detached(state, peer, headers, body, Endpoint::CountTokens).await
 }
 
-/// Runs the call in its own task: if the client goes away mid-call, hyper drops this
-/// future, but the call still finishes and commits its receipt. The tracker lets a
-/// graceful shutdown wait for it.
+/// Runs the call on the connection's own task (no hand-off to another task per call);
+/// if the client goes away mid-call, hyper drops this future, and [`FinishOnDrop`] hands
+/// the rest of the call to a tracked task, so it still finishes and commits its receipt
+/// and a graceful shutdown waits for it.
 async fn detached(
     state: AppState,
     peer: SocketAddr,
@@ -132,16 +133,52 @@ async fn detached(
     endpoint: Endpoint,
 ) -> Response {
     let tracker = state.tracker.clone();
-    match tracker
-        .spawn(tracing::Instrument::instrument(
+    FinishOnDrop {
+        call: Some(Box::pin(tracing::Instrument::instrument(
             handle(state, peer, headers, body, endpoint),
-            // The detached call stays inside the request's span (OTLP traces).
+            // The call stays inside the request's span (OTLP traces), here or detached.
             tracing::Span::current(),
-        ))
-        .await
-    {
-        Ok(r) => r,
-        Err(_) => ApiError::internal("request task failed").into_response(),
+        ))),
+        tracker,
+    }
+    .await
+}
+
+type CallFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>;
+
+/// A call polled in place that is never cancelled half-way: dropped before it is done,
+/// it is spawned to run to its end (the response then goes nowhere; the receipt does).
+struct FinishOnDrop {
+    call: Option<CallFuture>,
+    tracker: tokio_util::task::TaskTracker,
+}
+
+impl std::future::Future for FinishOnDrop {
+    type Output = Response;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Response> {
+        let Some(call) = self.call.as_mut() else {
+            return std::task::Poll::Ready(
+                ApiError::internal("request polled after completion").into_response(),
+            );
+        };
+        let out = call.as_mut().poll(cx);
+        if out.is_ready() {
+            self.call = None;
+        }
+        out
+    }
+}
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        if let Some(call) = self.call.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            self.tracker.spawn_on(call, &rt);
+        }
     }
 }
 

@@ -7,6 +7,11 @@ mod demo;
 mod policy_cmd;
 mod telemetry;
 
+/// mimalloc instead of glibc malloc: a call allocates and frees on different worker
+/// threads, and glibc's arenas spent ~15 % of a call's CPU on it (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use palisade_server::config::Config;

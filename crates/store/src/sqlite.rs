@@ -241,10 +241,10 @@ struct Appender {
     heads: HashMap<String, ChainHead>,
 }
 
-/// A connection inside a transaction that sqlx does not know about (it was opened by
-/// `APPEND_BEGIN`). If it is dropped before the transaction ended (an error whose
-/// rollback failed, or the future cancelled between the two round trips), the connection
-/// is closed instead of reused, and SQLite rolls back.
+/// A connection inside a transaction that sqlx does not know about (opened by
+/// `APPEND_BEGIN` or the one-round-trip append). If it is dropped before the transaction
+/// ended (an error whose rollback failed, or the future cancelled mid-append), the
+/// connection is closed instead of reused, and SQLite rolls back.
 struct AppendConn<'a> {
     slot: AppendSlot<'a>,
     open: bool,
@@ -333,7 +333,7 @@ async fn append_batch(c: &mut AppendConn<'_>, receipts: Vec<Receipt>) -> Result<
         let expected = heads_json(&known)?;
         c.open = true;
         let done = sqlx::query(sqlx::AssertSqlSafe(APPEND_FAST.as_str()))
-            .bind(sealed.rows)
+            .bind(sealed)
             .bind(expected.as_str())
             .bind(heads_json(&heads)?)
             .bind(expected.as_str())
@@ -372,7 +372,7 @@ async fn append_batch(c: &mut AppendConn<'_>, receipts: Vec<Receipt>) -> Result<
     let sealed = seal_batch(&mut receipts, &mut heads)?;
     let heads_param = heads_json(&heads)?;
     sqlx::query(APPEND_WRITE)
-        .bind(sealed.rows)
+        .bind(sealed)
         .bind(heads_param)
         .execute(c.conn()?)
         .await?;
@@ -381,17 +381,9 @@ async fn append_batch(c: &mut AppendConn<'_>, receipts: Vec<Receipt>) -> Result<
     Ok(receipts)
 }
 
-/// A sealed batch's rows as one JSON parameter.
-struct SealedRows {
-    rows: String,
-}
-
 /// Seals the receipts in order onto `heads` (advanced in place; a tenant without a head
-/// starts at genesis) and encodes their rows.
-fn seal_batch(
-    receipts: &mut [Receipt],
-    heads: &mut HashMap<String, ChainHead>,
-) -> Result<SealedRows> {
+/// starts at genesis) and encodes their rows as one JSON parameter.
+fn seal_batch(receipts: &mut [Receipt], heads: &mut HashMap<String, ChainHead>) -> Result<String> {
     let mut bodies = Vec::with_capacity(receipts.len());
     for receipt in receipts.iter_mut() {
         let head = heads
@@ -422,9 +414,7 @@ fn seal_batch(
             )
         })
         .collect();
-    Ok(SealedRows {
-        rows: serde_json::to_string(&rows).map_err(encode_err)?,
-    })
+    serde_json::to_string(&rows).map_err(encode_err)
 }
 
 /// Heads as a JSON array of `[tenant, seq, hash]`.
@@ -808,15 +798,15 @@ impl Store for SqliteStore {
         match append_batch(&mut c, receipts).await {
             Ok(out) => Ok(out),
             Err(e) => {
-                if c.open
+                if matches!(c.slot, AppendSlot::Own(_)) {
+                    // A fresh connection for the next batch, whatever went wrong with this
+                    // one; closing it rolls back an open transaction.
+                    c.discard();
+                } else if c.open
                     && let Ok(conn) = c.conn()
                     && sqlx::query("ROLLBACK").execute(conn).await.is_ok()
                 {
                     c.open = false;
-                }
-                // A fresh connection for the next batch, whatever went wrong with this one.
-                if matches!(c.slot, AppendSlot::Own(_)) {
-                    c.discard();
                 }
                 Err(e)
             }

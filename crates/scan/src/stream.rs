@@ -11,6 +11,10 @@ use crate::{Action, Entity, Finding, Pseudonymizer, Scanner, SummaryEntry, apply
 /// Bytes of new text to collect before rescanning the window.
 const STREAM_BATCH: usize = 128;
 
+/// Until the first text is released, the rescan step instead: the first text goes out
+/// as soon as the hold-back window allows (time to first token), not a batch later.
+const FIRST_STEP: usize = 16;
+
 /// Boxed action chooser, the default for [`StreamRedactor`].
 pub type ActionFn = Box<dyn Fn(&Finding) -> Option<Action> + Send + Sync>;
 
@@ -36,12 +40,14 @@ pub struct StreamRedactor<F = ActionFn> {
     blocked: Vec<Finding>,
     counts: BTreeMap<(String, Entity, Action), usize>,
     max_injection: f32,
+    /// Rescan once more than this many bytes are pending (see `push`).
+    next_scan: usize,
+    released_any: bool,
 }
 
 impl<F: Fn(&Finding) -> Option<Action>> StreamRedactor<F> {
     pub fn new(scanner: Arc<Scanner>, action_for: F, pseudo: Pseudonymizer) -> Self {
         StreamRedactor {
-            scanner,
             action_for,
             pseudo,
             buf: String::new(),
@@ -50,6 +56,9 @@ impl<F: Fn(&Finding) -> Option<Action>> StreamRedactor<F> {
             blocked: Vec::new(),
             counts: BTreeMap::new(),
             max_injection: 0.0,
+            next_scan: scanner_min_hold(&scanner),
+            released_any: false,
+            scanner,
         }
     }
 
@@ -58,11 +67,19 @@ impl<F: Fn(&Finding) -> Option<Action>> StreamRedactor<F> {
         self.buf.push_str(chunk);
         // Nothing can be released until more than the hold-back window is pending.
         // Rescan only after a batch of new text, so tiny deltas do not rescan the window
-        // each time (adds at most STREAM_BATCH bytes of latency).
-        if self.buf.len() - self.base <= self.scanner_min_hold() + STREAM_BATCH {
+        // each time (adds at most STREAM_BATCH bytes of latency); before the first text
+        // is out, in small steps. When a rescan happens never changes what is released.
+        if self.pending() <= self.next_scan {
             return String::new();
         }
-        self.process(false)
+        let out = self.process(false);
+        self.released_any |= !out.is_empty();
+        self.next_scan = if self.released_any {
+            scanner_min_hold(&self.scanner) + STREAM_BATCH
+        } else {
+            self.pending() + FIRST_STEP
+        };
+        out
     }
 
     /// End of stream: release everything.
@@ -107,12 +124,6 @@ impl<F: Fn(&Finding) -> Option<Action>> StreamRedactor<F> {
 
     pub fn into_pseudonymizer(self) -> Pseudonymizer {
         self.pseudo
-    }
-
-    fn scanner_min_hold(&self) -> usize {
-        // safe_prefix never releases within the last `spaced_cap` bytes; skip scanning
-        // until there is more than that pending.
-        self.scanner.max_match_len().min(crate::detect::SPACED_CAP)
     }
 
     fn process(&mut self, last: bool) -> String {
@@ -163,6 +174,12 @@ impl<F: Fn(&Finding) -> Option<Action>> StreamRedactor<F> {
         self.base = cut - keep;
         applied.text
     }
+}
+
+/// `safe_prefix` never releases within the last `SPACED_CAP` bytes; scanning waits
+/// until more than that is pending.
+fn scanner_min_hold(scanner: &Scanner) -> usize {
+    scanner.max_match_len().min(crate::detect::SPACED_CAP)
 }
 
 /// Restores `<LABEL_N>` placeholders in a streamed reply, holding back a possible

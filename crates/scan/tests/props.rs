@@ -229,6 +229,22 @@ fn stream_holds_back_little_for_prose() {
     assert!(max_pending <= 480, "held back {max_pending} bytes");
 }
 
+/// Time to first token: in 4-byte deltas (a token each), the first prose text comes
+/// out once the 320-byte window is exceeded, not a rescan batch (128 bytes) later.
+#[test]
+fn stream_releases_the_first_text_as_soon_as_the_window_allows() {
+    let text = common::prose(4_000);
+    let mut sr = StreamRedactor::new(SCANNER.clone(), actions, Pseudonymizer::new());
+    let mut pushed = 0;
+    for c in text.as_bytes().chunks(4) {
+        pushed += c.len();
+        if !sr.push(std::str::from_utf8(c).unwrap()).is_empty() {
+            break;
+        }
+    }
+    assert!(pushed <= 320 + 64, "first text after {pushed} bytes");
+}
+
 #[test]
 fn pem_split_across_chunks_is_redacted() {
     let mut r = Rng::new(7);

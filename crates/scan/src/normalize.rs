@@ -82,18 +82,43 @@ pub(crate) fn fast_identity(text: &str) -> Option<(Vec<u8>, BlockMasks)> {
         }
         return Some((b.to_ascii_lowercase(), Vec::new()));
     }
+    blocks(b)
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+use blocks_scalar as blocks;
+/// The block pass of [`fast_identity`] (`b.len() >= 16`, edges already checked).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+use simd::blocks;
+
+/// Portable block pass of [`fast_identity`] (`b.len() >= 16`, edges already checked):
+/// the fallback off x86_64, and the reference the SSE2 pass is tested against.
+#[cfg_attr(
+    all(target_arch = "x86_64", target_feature = "sse2", not(test)),
+    allow(dead_code)
+)]
+fn blocks_scalar(b: &[u8]) -> Option<(Vec<u8>, BlockMasks)> {
+    let n = b.len();
     const BLOCK: usize = 1024;
     let mut lower: Vec<u8> = Vec::with_capacity(n);
     let mut masks: BlockMasks = Vec::with_capacity(n.div_ceil(64));
-    let mut cls = [0u8; BLOCK + 6];
-    let mut low = [0u8; BLOCK + 6];
+    // `BLOCK + 32` so that a block with text after it runs whole vector iterations
+    // (the 6 bytes a block needs past its end would otherwise take a scalar tail).
+    let mut cls = [0u8; BLOCK + 32];
+    let mut low = [0u8; BLOCK + 32];
     let mut flags = [0u8; BLOCK + 64];
-    let mut iso = [0u8; BLOCK + 4];
+    let mut iso = [0u8; BLOCK + 16];
     let m = n - 6;
     let mut i = 0;
     while i < m {
         let e = (i + BLOCK).min(m);
-        let w = e - i + 6;
+        // Classified bytes: the block and the 6 after it, or 32 after it when the text
+        // has them (the extra ones are classified again with the next block).
+        let w = if e - i == BLOCK && i + BLOCK + 32 <= n {
+            BLOCK + 32
+        } else {
+            e - i + 6
+        };
         // Bit 0: letter; bit 1: not alphanumeric (for ASCII bytes; any byte >= 0x80 ends
         // the fast path below, whatever its class). OR of all bytes for the ASCII test.
         // Alongside: the lowercase bytes (ASCII, so setting bit 5 of a letter lowercases
@@ -125,11 +150,13 @@ pub(crate) fn fast_identity(text: &str) -> Option<(Vec<u8>, BlockMasks)> {
             // of `has_spaced_run` (separators are not alphanumeric).
             // In two steps: bit 0 of `iso[j]` = ¬alnum, L, ¬alnum at `j`, then three of
             // those at stride 2.
-            for (((p, &c0), &c1), &c2) in iso[..k + 4]
+            // Whole vector iterations when the classified bytes allow it.
+            let ki = if w >= k + 18 { k + 16 } else { k + 4 };
+            for (((p, &c0), &c1), &c2) in iso[..ki]
                 .iter_mut()
-                .zip(&c[..k + 4])
-                .zip(&c[1..k + 5])
-                .zip(&c[2..k + 6])
+                .zip(&c[..ki])
+                .zip(&c[1..ki + 1])
+                .zip(&c[2..ki + 2])
             {
                 *p = (c0 & c2) >> 1 & c1;
             }
@@ -148,19 +175,178 @@ pub(crate) fn fast_identity(text: &str) -> Option<(Vec<u8>, BlockMasks)> {
         lower.extend_from_slice(&low[..k]);
         let padded = k.div_ceil(64) * 64;
         flags[k..padded].fill(0);
-        for chunk in flags[..padded].chunks_exact(64) {
-            masks.push(match <&[u8; 64]>::try_from(chunk) {
-                Ok(c) if any != 0 => pack_block(c, any & 2 != 0),
-                _ => (0, 0),
-            });
-        }
+        let (chunks, _) = flags[..padded].as_chunks::<64>();
+        masks.extend(chunks.iter().map(|c| {
+            if any != 0 {
+                pack_block(c, any & 2 != 0)
+            } else {
+                (0, 0)
+            }
+        }));
         i = e;
     }
     Some((lower, masks))
 }
 
+/// SSE2 block pass of [`fast_identity`], same results as [`blocks_scalar`]: compare +
+/// movemask turn 16 bytes at a time into bit masks (letters, digits, high bytes), so the
+/// spaced-letter pre-filter and the scanner's digit masks are a few word operations per
+/// 64 bytes instead of per-byte flag arrays. Through `safe_arch` because the workspace
+/// forbids `unsafe` (a `#[target_feature]` function is `unsafe` to call even when the
+/// feature is in the build's baseline); SSE2 is in the x86_64 baseline, so this is
+/// chosen at build time.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod simd {
+    use safe_arch::{
+        add_i8_m128i, bitand_m128i, bitor_m128i, cmp_gt_mask_i8_m128i, load_unaligned_m128i, m128i,
+        move_mask_i8_m128i, set_splat_i8_m128i, store_unaligned_m128i,
+    };
+
+    use super::{BlockMasks, interior_hit};
+
+    /// Bit masks of 64 bytes (bit `i`: byte `i`).
+    struct Classes {
+        letter: u64,
+        digit: u64,
+        /// Non-zero when some byte is >= 0x80.
+        high: i32,
+    }
+
+    /// Movemask of a 16-byte compare result, placed at bit `16 * k`.
+    #[inline(always)]
+    fn bits(v: m128i, k: usize) -> u64 {
+        u64::from(move_mask_i8_m128i(v) as u16) << (16 * k)
+    }
+
+    /// Classify 64 bytes and write their ASCII-lowercase copy to `out`. Bytes >= 0x80
+    /// are negative as `i8`, so they are neither letters nor digits (and end the fast
+    /// path through `high`).
+    #[inline(always)]
+    fn classify(inp: &[u8; 64], out: &mut [u8; 64]) -> Classes {
+        let case = set_splat_i8_m128i(0x20);
+        // Range tests as one signed compare: adding `0x7F - hi` moves `lo..=hi` to the
+        // top of the `i8` range and every other byte below it.
+        let shift_z = set_splat_i8_m128i((0x7F - b'z') as i8);
+        let below_a = set_splat_i8_m128i((0x7F - (b'z' - b'a') - 1) as i8);
+        let shift_9 = set_splat_i8_m128i((0x7F - b'9') as i8);
+        let below_0 = set_splat_i8_m128i((0x7F - (b'9' - b'0') - 1) as i8);
+        let (ins, _) = inp.as_chunks::<16>();
+        let (outs, _) = out.as_chunks_mut::<16>();
+        let mut c = Classes {
+            letter: 0,
+            digit: 0,
+            high: 0,
+        };
+        let mut any = set_splat_i8_m128i(0);
+        for (k, (i, o)) in ins.iter().zip(outs).enumerate() {
+            let v = load_unaligned_m128i(i);
+            let folded = bitor_m128i(v, case);
+            let letter = cmp_gt_mask_i8_m128i(add_i8_m128i(folded, shift_z), below_a);
+            let digit = cmp_gt_mask_i8_m128i(add_i8_m128i(v, shift_9), below_0);
+            store_unaligned_m128i(o, bitor_m128i(v, bitand_m128i(letter, case)));
+            c.letter |= bits(letter, k);
+            c.digit |= bits(digit, k);
+            any = bitor_m128i(any, v);
+        }
+        c.high = move_mask_i8_m128i(any);
+        c
+    }
+
+    /// Loose spaced-letter test of a 64-byte chunk (letters `l0`, non-alphanumerics `n0`)
+    /// given the next chunk's masks: `¬alnum, L, ¬alnum` three times at stride 2, a
+    /// superset of the exact window of `has_spaced_run`.
+    #[inline(always)]
+    fn loose_hit(l0: u64, n0: u64, l1: u64, n1: u64) -> bool {
+        let l = u128::from(l0) | u128::from(l1) << 64;
+        let na = u128::from(n0) | u128::from(n1) << 64;
+        let iso = na & l >> 1 & na >> 2;
+        (iso & iso >> 2 & iso >> 4) as u64 != 0
+    }
+
+    /// Chunks per group: the lowercase bytes and masks of a group are gathered in local
+    /// buffers and appended at once, and the group's exact spaced-letter tests run after
+    /// it, so the per-chunk loop makes no calls (vectors stay in registers).
+    const GROUP: usize = 16;
+
+    pub(super) fn blocks(b: &[u8]) -> Option<(Vec<u8>, BlockMasks)> {
+        let n = b.len();
+        // Window starts of the exact test: `0..m`.
+        let m = n.saturating_sub(6);
+        // The exact test on chunk `c` (`interior_hit` is empty past `m`).
+        let exact = |c: usize| interior_hit(b, 64 * c, (64 * c + 64).min(m));
+        let mut lower: Vec<u8> = Vec::with_capacity(n);
+        let mut masks: BlockMasks = Vec::with_capacity(n.div_ceil(64));
+        let (ins, itail) = b.as_chunks::<64>();
+        let mut low = [[0u8; 64]; GROUP];
+        let mut gm = [(0u64, 0u64); GROUP];
+        // Letters and non-alphanumerics of the previous chunk: its spaced-letter test
+        // needs the first bytes of the current one. None before the first chunk.
+        let mut prev = (0u64, 0u64);
+        for (g, group) in ins.chunks(GROUP).enumerate() {
+            let mut high = 0;
+            // Bit `k`: the loose test fired on chunk `GROUP * g + k - 1`.
+            let mut pending = 0u32;
+            for (k, ((i, o), mm)) in group.iter().zip(&mut low).zip(&mut gm).enumerate() {
+                let c = classify(i, o);
+                high |= c.high;
+                let na = !(c.letter | c.digit);
+                pending |= u32::from(loose_hit(prev.0, prev.1, c.letter, na)) << k;
+                *mm = (c.digit, 0);
+                prev = (c.letter, na);
+            }
+            if high != 0 {
+                return None;
+            }
+            while pending != 0 {
+                let k = pending.trailing_zeros() as usize;
+                pending &= pending - 1;
+                // (Bit 0 of the first group never fires: nothing precedes it.)
+                if let Some(c) = (GROUP * g + k).checked_sub(1)
+                    && exact(c)
+                {
+                    return None;
+                }
+            }
+            lower.extend_from_slice(low[..group.len()].as_flattened());
+            masks.extend_from_slice(&gm[..group.len()]);
+        }
+        let mut last = ins.len();
+        if !itail.is_empty() {
+            // The last partial chunk, zero-padded (padding only reaches windows past `m`).
+            let mut pad = [0u8; 64];
+            pad[..itail.len()].copy_from_slice(itail);
+            let mut opad = [0u8; 64];
+            let c = classify(&pad, &mut opad);
+            if c.high != 0 {
+                return None;
+            }
+            let na = !(c.letter | c.digit);
+            if loose_hit(prev.0, prev.1, c.letter, na) && last > 0 && exact(last - 1) {
+                return None;
+            }
+            lower.extend_from_slice(&opad[..itail.len()]);
+            masks.push((c.digit, 0));
+            prev = (c.letter, na);
+            last += 1;
+        }
+        // The last chunk: nothing after it.
+        if loose_hit(prev.0, prev.1, 0, !0) && last > 0 && exact(last - 1) {
+            return None;
+        }
+        // `@`s are rare in text: a memchr pass sets their bits for less than a compare
+        // and a movemask per 16 bytes.
+        for p in memchr::memchr_iter(b'@', b) {
+            if let Some(m) = masks.get_mut(p / 64) {
+                m.1 |= 1 << (p % 64);
+            }
+        }
+        Some((lower, masks))
+    }
+}
+
 /// Gather bit 0 of each byte (all other bits clear) into the low 8 bits (byte i -> bit i).
-#[inline]
+/// `pack_block` uses the same multiply, keeping the byte in the top of the product.
+#[cfg(test)]
 pub(crate) fn pack_flags(x: u64) -> u64 {
     x.wrapping_mul(0x0102_0408_1020_4080) >> 56
 }
@@ -169,15 +355,18 @@ pub(crate) fn pack_flags(x: u64) -> u64 {
 /// when `at`, else 0).
 #[inline]
 pub(crate) fn pack_block(flags: &[u8; 64], at: bool) -> (u64, u64) {
+    // Each word's 8 flags land in the top byte of the product (see `pack_flags`); the
+    // masks are shifted down a byte per word, so every word uses the same constants.
+    const TOP: u64 = 0xFF00_0000_0000_0000;
+    const MUL: u64 = 0x0102_0408_1020_4080;
     let mut dmask = 0u64;
     let mut amask = 0u64;
-    for (j, chunk) in flags.chunks_exact(8).enumerate() {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(w);
-        dmask |= pack_flags(w & 0x0101_0101_0101_0101) << (8 * j);
+    let (words, _) = flags.as_chunks::<8>();
+    for chunk in words {
+        let w = u64::from_le_bytes(*chunk);
+        dmask = dmask >> 8 | (w & 0x0101_0101_0101_0101).wrapping_mul(MUL) & TOP;
         if at {
-            amask |= pack_flags((w >> 1) & 0x0101_0101_0101_0101) << (8 * j);
+            amask = amask >> 8 | ((w >> 1) & 0x0101_0101_0101_0101).wrapping_mul(MUL) & TOP;
         }
     }
     (dmask, amask)
@@ -705,6 +894,65 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[test]
+    fn simd_blocks_match_scalar() {
+        // Every ASCII class boundary, separators, and bytes >= 0x80; texts built from
+        // them (mostly letters and spaces, so spaced runs appear) at lengths around the
+        // 64-byte chunks and the scalar pass's 1024-byte blocks.
+        let edges: &[u8] = &[
+            0, b'\n', b' ', b'*', b'-', b'.', b'/', b'0', b'5', b'9', b':', b'?', b'@', b'A', b'M',
+            b'Z', b'[', b'_', b'`', b'a', b'q', b'z', b'{', 0x7F, 0x80, 0xC3, 0xFF,
+        ];
+        let common: &[u8] = b"ab Q .-_*1@";
+        let mut seed = 0x5eed_1234_u64;
+        let mut kinds = [0usize; 2];
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        for len in [
+            16usize, 17, 63, 64, 65, 70, 127, 128, 129, 200, 1023, 1024, 1030, 1094, 2100,
+        ] {
+            for _ in 0..300 {
+                let rare = next() % 4;
+                let v: Vec<u8> = (0..len)
+                    .map(|_| {
+                        let r = next();
+                        if rare == 0 && r % 50 == 0 || rare == 1 && r % 3 == 0 {
+                            edges[r / 64 % edges.len()]
+                        } else if rare == 2 {
+                            // ASCII edges only, so the fast path is taken.
+                            edges[r / 64 % (edges.len() - 3)]
+                        } else {
+                            common[r / 64 % common.len()]
+                        }
+                    })
+                    .collect();
+                let r = simd::blocks(&v);
+                kinds[usize::from(r.is_some())] += 1;
+                assert_eq!(r, blocks_scalar(&v), "{v:?}");
+            }
+        }
+        // Both outcomes were exercised.
+        assert!(kinds[0] > 100 && kinds[1] > 100, "{kinds:?}");
+        // Every byte value at every position of a chunk.
+        kinds = [0; 2];
+        for x in 0..=255u8 {
+            for at in 0..80 {
+                let mut v =
+                    b"Mail me@x.org at 0123456789, ab cd ef_gh-ij.kl*mn op. Q Rz\n".repeat(2);
+                v[at] = x;
+                let r = simd::blocks(&v);
+                kinds[usize::from(r.is_some())] += 1;
+                assert_eq!(r, blocks_scalar(&v), "{x} at {at}");
+            }
+        }
+        assert!(kinds[0] > 8000 && kinds[1] > 8000, "{kinds:?}");
     }
 
     #[test]

@@ -171,6 +171,10 @@ pub struct Scanner {
     assign: Vec<(usize, &'static str)>,
     /// Per first byte (all ASCII): bit `j` set when `assign[j]` starts with it.
     assign_first: [u32; 128],
+    /// The `=` / `:` searcher of the `assign` lookup, built once (AVX2 when available):
+    /// `memchr2_iter` dispatches and builds its searcher again for every occurrence.
+    #[cfg(target_arch = "x86_64")]
+    assign_ops: Option<memchr::arch::x86_64::avx2::memchr::Two>,
     kw: Option<AhoCorasick>,
     kw_entries: Vec<KwEntry>,
     kw_lists: Vec<KeywordList>,
@@ -550,6 +554,8 @@ impl Scanner {
                 f
             },
             assign,
+            #[cfg(target_arch = "x86_64")]
+            assign_ops: memchr::arch::x86_64::avx2::memchr::Two::new(b'=', b':'),
             kw,
             kw_entries,
             kw_lists: cfg.keywords.clone(),
@@ -761,12 +767,14 @@ impl Scanner {
             });
         }
         if !self.assign.is_empty() {
-            for o in memchr::memchr2_iter(b'=', b':', lower) {
+            for o in self.assign_ops(lower) {
                 let Some((from, ir)) = key_before(lower, o) else {
                     continue;
                 };
-                for (p, &c) in lower.iter().enumerate().take(ir).skip(from) {
-                    // The `assign` literals starting with `c`.
+                // Every literal is at least `ASSIGN_MIN` bytes and must end by `ir`.
+                for p in from..ir.saturating_sub(ASSIGN_MIN - 1) {
+                    // The `assign` literals starting with `lower[p]`.
+                    let c = lower.get(p).copied().unwrap_or(0);
                     let mut m = self.assign_first[c as usize & 127];
                     while m != 0 {
                         let j = m.trailing_zeros() as usize;
@@ -780,6 +788,19 @@ impl Scanner {
                 }
             }
         }
+    }
+
+    /// Positions of `=` and `:` in `hay`.
+    #[inline]
+    fn assign_ops<'h>(&self, hay: &'h [u8]) -> AssignOps<'_, 'h> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(two) = &self.assign_ops {
+            return AssignOps::Avx2(two.iter(hay));
+        }
+        AssignOps::Any(
+            memchr::memchr2_iter(b'=', b':', hay),
+            std::marker::PhantomData,
+        )
     }
 
     /// A secret / URL anchor (`self.anchors[id]`) at `p..end` of the lowercase text.
@@ -916,16 +937,25 @@ impl Scanner {
     ) {
         let on = self.on;
         let e = r + run;
-        let next = b.get(e).copied().unwrap_or(0);
-        let next2 = b.get(e + 1).copied().unwrap_or(0);
-        let prev = b.get(r.wrapping_sub(1)).copied().unwrap_or(0);
+        // The two bytes before the run and the two after it (0 past either end), with
+        // one bounds check when the run is not at an edge of the text.
+        let (prev2, prev, next, next2) = match b.get(r.wrapping_sub(2)..e + 2) {
+            Some(&[p2, p1, .., n1, n2]) => (p2, p1, n1, n2),
+            _ => (
+                b.get(r.wrapping_sub(2)).copied().unwrap_or(0),
+                b.get(r.wrapping_sub(1)).copied().unwrap_or(0),
+                b.get(e).copied().unwrap_or(0),
+                b.get(e + 1).copied().unwrap_or(0),
+            ),
+        };
         let (cp, cn) = (BYTE_CLASS[prev as usize], BYTE_CLASS[next as usize]);
         // Every multi-group format continues with a separator and a digit.
         let continues = cn & C_SEP != 0 && BYTE_CLASS[next2 as usize] & C_NEXT2 != 0;
-        let upper2 = || r >= 2 && b[r - 2].is_ascii_uppercase();
+        // An IBAN's country code starts two bytes before the run.
+        let upper2 = on.iban && prev2.is_ascii_uppercase();
         let hexish = (cp | cn) & C_HEX != 0;
         // Most runs of prose ("in 2003 the", "45%") need nothing more.
-        if !(hexish || continues || run >= 9 || on.iban && upper2()) {
+        if !(hexish || continues || run >= 9 || upper2) {
             return;
         }
         // A run inside the token of the previous IPv6 check ("10:30", "fe80::1:2") has
@@ -937,15 +967,13 @@ impl Scanner {
                 out.push(Finding::builtin(Entity::IpAddress, "ip_address", s, 0.9));
             }
         }
-        if !continues && run < 9 && !(on.iban && upper2()) {
+        if !continues && run < 9 && !upper2 {
             return;
         }
         // `iban_at` needs the two-letter country code right before the run, `ipv4_at` a
         // first octet of at most 3 digits: checked here, before the calls.
-        if on.iban
-            && r >= 2
-            && b[r - 2].is_ascii_uppercase()
-            && b[r - 1].is_ascii_uppercase()
+        if upper2
+            && prev.is_ascii_uppercase()
             && let Some(s) = pii::iban_at(b, r)
         {
             out.push(Finding::builtin(Entity::Iban, "iban", s, 0.98));
@@ -1123,6 +1151,27 @@ fn for_each_anchor(ac: &AhoCorasick, hay: &[u8], mut f: impl FnMut(usize, usize,
     }
 }
 
+/// Iterator over the `=` / `:` of a text (`Scanner::assign_ops`).
+enum AssignOps<'a, 'h> {
+    #[cfg(target_arch = "x86_64")]
+    Avx2(memchr::arch::x86_64::avx2::memchr::TwoIter<'a, 'h>),
+    /// `memchr2_iter` (no AVX2, or not x86-64; the marker keeps `'a` used there).
+    Any(memchr::Memchr2<'h>, std::marker::PhantomData<&'a ()>),
+}
+
+impl Iterator for AssignOps<'_, '_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            AssignOps::Avx2(it) => it.next(),
+            AssignOps::Any(it, _) => it.next(),
+        }
+    }
+}
+
 /// Whether `h` starts with the (short) `lit`; a byte loop, cheaper than `memcmp` here.
 #[inline]
 fn has_prefix(h: &[u8], lit: &[u8]) -> bool {
@@ -1131,6 +1180,8 @@ fn has_prefix(h: &[u8], lit: &[u8]) -> bool {
 
 /// Longest key-name anchor (`private_key`).
 const ASSIGN_MAX: usize = 11;
+/// Shortest key-name anchor (`pwd`).
+const ASSIGN_MIN: usize = 3;
 
 #[inline]
 fn is_key_byte(c: u8) -> bool {
@@ -1432,6 +1483,10 @@ mod tests {
             .filter(|(_, a)| *a == SecretAnchor::Assign)
             .count();
         assert_eq!(s.assign.len(), assign);
+        // The key-name scan relies on these bounds.
+        for (_, lit) in &s.assign {
+            assert!((ASSIGN_MIN..=ASSIGN_MAX).contains(&lit.len()), "{lit:?}");
+        }
     }
 
     #[test]

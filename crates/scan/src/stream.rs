@@ -42,7 +42,6 @@ pub struct StreamRedactor<F = ActionFn> {
     max_injection: f32,
     /// Rescan once more than this many bytes are pending (see `push`).
     next_scan: usize,
-    released_any: bool,
 }
 
 impl<F: Fn(&Finding) -> Option<Action>> StreamRedactor<F> {
@@ -57,7 +56,6 @@ impl<F: Fn(&Finding) -> Option<Action>> StreamRedactor<F> {
             counts: BTreeMap::new(),
             max_injection: 0.0,
             next_scan: scanner_min_hold(&scanner),
-            released_any: false,
             scanner,
         }
     }
@@ -73,8 +71,8 @@ impl<F: Fn(&Finding) -> Option<Action>> StreamRedactor<F> {
             return String::new();
         }
         let out = self.process(false);
-        self.released_any |= !out.is_empty();
-        self.next_scan = if self.released_any {
+        // `offset + base` is how much of the stream has been released so far.
+        self.next_scan = if self.offset + self.base > 0 {
             scanner_min_hold(&self.scanner) + STREAM_BATCH
         } else {
             self.pending() + FIRST_STEP

@@ -344,19 +344,13 @@ mod simd {
     }
 }
 
-/// Gather bit 0 of each byte (all other bits clear) into the low 8 bits (byte i -> bit i).
-/// `pack_block` uses the same multiply, keeping the byte in the top of the product.
-#[cfg(test)]
-pub(crate) fn pack_flags(x: u64) -> u64 {
-    x.wrapping_mul(0x0102_0408_1020_4080) >> 56
-}
-
 /// Bit masks of 64 flag bytes (bit 0: digit, bit 1: `@`): (digits, `@`s, the latter only
 /// when `at`, else 0).
 #[inline]
 pub(crate) fn pack_block(flags: &[u8; 64], at: bool) -> (u64, u64) {
-    // Each word's 8 flags land in the top byte of the product (see `pack_flags`); the
-    // masks are shifted down a byte per word, so every word uses the same constants.
+    // Multiplying a word's bit-0 flags by MUL gathers them (byte i -> bit i) into the top
+    // byte of the product; the masks are shifted down a byte per word, so every word
+    // uses the same constants.
     const TOP: u64 = 0xFF00_0000_0000_0000;
     const MUL: u64 = 0x0102_0408_1020_4080;
     let mut dmask = 0u64;

@@ -1498,16 +1498,20 @@ mod tests {
     }
 
     #[test]
-    fn pack_flags_matches_scalar() {
-        use crate::normalize::pack_flags;
+    fn pack_block_matches_scalar() {
         for seed in 0u64..2000 {
-            let w = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (seed << 17);
-            let flags = w & 0x0101_0101_0101_0101;
-            let m = pack_flags(flags);
-            for (i, f) in flags.to_le_bytes().iter().enumerate() {
-                assert_eq!(m >> i & 1 == 1, *f == 1, "{w:x}");
+            let mut flags = [0u8; 64];
+            for (j, f) in flags.iter_mut().enumerate() {
+                let w = (seed * 64 + j as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                *f = (w >> 29) as u8 & 3;
             }
-            assert!(m < 256);
+            for at in [false, true] {
+                let (d, a) = pack_block(&flags, at);
+                for (i, f) in flags.iter().enumerate() {
+                    assert_eq!(d >> i & 1 == 1, f & 1 == 1, "seed {seed} byte {i}");
+                    assert_eq!(a >> i & 1 == 1, at && f & 2 == 2, "seed {seed} byte {i}");
+                }
+            }
         }
     }
 }

@@ -590,8 +590,8 @@ impl Scanner {
     pub fn safe_prefix(&self, text: &str, findings: &[Finding], from: usize) -> usize {
         let b = text.as_bytes();
         let n = b.len();
-        // Space-containing detectors are short.
-        let mut cut = n.saturating_sub(self.spaced_cap);
+        // Space-containing detectors: from where an unfinished match could start.
+        let mut cut = self.spaced_hold(b);
         // Token detectors (URL, email, keys, JWT, IPv6) never contain these bytes, so an
         // unfinished token starts after the last one.
         let breaker = b
@@ -603,10 +603,15 @@ impl Scanner {
         cut = cut.min(breaker.max(n.saturating_sub(TOKEN_CAP + 16)));
         cut = cut.max(from);
         // Never split a finding (repeat: moving the cut can make another one straddle it).
+        // A private key block grows line by line: one that ends so close to the end of the
+        // text that only blank lines or an unfinished END line follow may still grow.
+        let growing = |f: &Finding| {
+            f.entity == Entity::Secret(crate::SecretKind::PrivateKey) && f.span.end + PEM_TAIL >= n
+        };
         loop {
             let mut moved = false;
             for f in findings {
-                if f.span.start >= from && f.span.start < cut && f.span.end > cut {
+                if f.span.start >= from && f.span.start < cut && (f.span.end > cut || growing(f)) {
                     cut = f.span.start;
                     moved = true;
                 }
@@ -619,6 +624,63 @@ impl Scanner {
             cut -= 1;
         }
         cut
+    }
+
+    /// Where a match of a detector whose matches may contain spaces (phone, card, SSN,
+    /// IBAN, quoted assignment values, PEM headers) could start and still change with the
+    /// text that follows `b`. Such matches are shorter than `spaced_cap`, so one that
+    /// starts earlier is final; within the last `spaced_cap` bytes only their possible
+    /// starts are held back, so prose without digits, key assignments or dashes is
+    /// released right away instead of `spaced_cap` bytes later (a stream's first text).
+    /// Keyword lists and custom patterns may match anything: with them, the whole window.
+    fn spaced_hold(&self, b: &[u8]) -> usize {
+        let n = b.len();
+        let window = n.saturating_sub(self.spaced_cap);
+        if self.kw.is_some() || self.custom.is_some() {
+            return window;
+        }
+        // Phone, card, SSN and IBAN matches start at most two bytes before their first
+        // digit (`+` or `(` one, an IBAN's country code two), and what is found there
+        // depends on at most `DIGIT_REACH` bytes from that digit: a digit further back is
+        // settled. A match whose digits have not arrived yet starts in the last two bytes.
+        // Non-ASCII bytes may normalise to digits, letters or separators, or vanish
+        // (invisible characters), which stretches a match: with any in the window, every
+        // digit and non-ASCII byte of it counts.
+        let mut start = n.saturating_sub(2);
+        let tail = &b[window..];
+        let first = if tail.is_ascii() {
+            let from = n.saturating_sub(DIGIT_REACH);
+            b[from..]
+                .iter()
+                .position(u8::is_ascii_digit)
+                .map(|i| from + i)
+        } else {
+            tail.iter()
+                .position(|&c| c.is_ascii_digit() || !c.is_ascii())
+                .map(|i| window + i)
+        };
+        if let Some(d) = first {
+            start = start.min(d.saturating_sub(2));
+        }
+        let start = start.max(window);
+        // An unfinished PEM header (`-----BEGIN RSA PRIVATE KEY-----`) starts at its dashes
+        // (a shorter run of dashes at the end is an unfinished token, held below).
+        let start = memchr::memmem::find(&b[window..start], b"-----").map_or(start, |i| window + i);
+        // A quoted value starts after its `=` / `:`, with a key-name anchor before them
+        // (the lookup of `ascii_anchors`: the same key-name bounds).
+        for o in memchr::memchr2_iter(b'=', b':', &b[window..start]) {
+            let o = window + o;
+            if let Some((from, ir)) = key_before(b, o) {
+                let key = b[from..ir].to_ascii_lowercase();
+                if SECRET_ANCHORS.iter().any(|(lit, a)| {
+                    *a == SecretAnchor::Assign
+                        && memchr::memmem::find(&key, lit.as_bytes()).is_some()
+                }) {
+                    return o;
+                }
+            }
+        }
+        start
     }
 
     /// Scan `text`. Never panics; linear in the text length.
@@ -1177,6 +1239,16 @@ impl Iterator for AssignOps<'_, '_> {
 fn has_prefix(h: &[u8], lit: &[u8]) -> bool {
     h.len() >= lit.len() && h.iter().zip(lit).all(|(a, b)| a == b)
 }
+
+/// Bytes after a private key block's last line that can still extend it: up to four
+/// blank-line separators (`\r\n` escaped: 4 bytes each) and an END line (`-----END `, a
+/// name of at most 60 bytes, `-----`), with slack.
+const PEM_TAIL: usize = 128;
+
+/// Bytes after a digit that the digit-run detectors read (`Scanner::digit_run`: the run
+/// length counted up to 64 and the two bytes after it; the longest match, an IBAN with its
+/// spaces, is shorter), with slack.
+const DIGIT_REACH: usize = 80;
 
 /// Longest key-name anchor (`private_key`).
 const ASSIGN_MAX: usize = 11;

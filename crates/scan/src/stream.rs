@@ -8,12 +8,16 @@ use std::sync::Arc;
 use crate::apply::{MAX_PLACEHOLDER, placeholder_char};
 use crate::{Action, Entity, Finding, Pseudonymizer, Scanner, SummaryEntry, apply};
 
-/// Bytes of new text to collect before rescanning the window.
-const STREAM_BATCH: usize = 128;
+/// Bytes of new text to collect before rescanning the window once text has been
+/// released: every byte of it is latency a reader sees, every rescan costs a scan of the
+/// look-behind and held text (a few hundred bytes).
+const STREAM_BATCH: usize = 32;
 
-/// Until the first text is released, the rescan step instead: the first text goes out
-/// as soon as the hold-back window allows (time to first token), not a batch later.
-const FIRST_STEP: usize = 16;
+/// Until the first text is released, the rescan step is a quarter of what is pending, at
+/// most a batch: a short first answer is rescanned at every delta, so the first text goes
+/// out as soon as the hold-back allows (time to first token), while a long held start (a
+/// key block, a run of numbers) is not rescanned per delta.
+const FIRST_STEP_DIV: usize = 4;
 
 /// Boxed action chooser, the default for [`StreamRedactor`].
 pub type ActionFn = Box<dyn Fn(&Finding) -> Option<Action> + Send + Sync>;
@@ -21,8 +25,10 @@ pub type ActionFn = Box<dyn Fn(&Finding) -> Option<Action> + Send + Sync>;
 /// Hold-back redactor for streamed text.
 ///
 /// Text is released only when no finding can still straddle it: the scanner's
-/// [`Scanner::safe_prefix`] keeps back the last few hundred bytes (space-containing
-/// detectors), any unfinished token (URL, key, JWT — bounded), and any finding that
+/// [`Scanner::safe_prefix`] keeps back whatever could still become part of a match: from
+/// the first possible start of a space-containing match among the last few hundred bytes
+/// (a digit, a key assignment, PEM dashes; all of them with keyword lists or custom
+/// patterns), any unfinished token (URL, key, JWT — bounded), and any finding that
 /// reaches into the held part. Detectors only look at a bounded neighbourhood, and the
 /// already-released tail is kept as look-behind context, so for any chunking the
 /// concatenated output equals [`apply`] on the whole text (injection findings aside,
@@ -55,7 +61,7 @@ impl<F: Fn(&Finding) -> Option<Action>> StreamRedactor<F> {
             blocked: Vec::new(),
             counts: BTreeMap::new(),
             max_injection: 0.0,
-            next_scan: scanner_min_hold(&scanner),
+            next_scan: 0,
             scanner,
         }
     }
@@ -63,20 +69,20 @@ impl<F: Fn(&Finding) -> Option<Action>> StreamRedactor<F> {
     /// Feed a delta; returns the text that is now safe to release (possibly empty).
     pub fn push(&mut self, chunk: &str) -> String {
         self.buf.push_str(chunk);
-        // Nothing can be released until more than the hold-back window is pending.
         // Rescan only after a batch of new text, so tiny deltas do not rescan the window
         // each time (adds at most STREAM_BATCH bytes of latency); before the first text
-        // is out, in small steps. When a rescan happens never changes what is released.
+        // is out, in smaller steps. When a rescan happens never changes what is released.
         if self.pending() <= self.next_scan {
             return String::new();
         }
         let out = self.process(false);
         // `offset + base` is how much of the stream has been released so far.
-        self.next_scan = if self.offset + self.base > 0 {
-            scanner_min_hold(&self.scanner) + STREAM_BATCH
+        let step = if self.offset + self.base > 0 {
+            STREAM_BATCH
         } else {
-            self.pending() + FIRST_STEP
+            (self.pending() / FIRST_STEP_DIV).min(STREAM_BATCH)
         };
+        self.next_scan = self.pending() + step;
         out
     }
 
@@ -172,12 +178,6 @@ impl<F: Fn(&Finding) -> Option<Action>> StreamRedactor<F> {
         self.base = cut - keep;
         applied.text
     }
-}
-
-/// `safe_prefix` never releases within the last `SPACED_CAP` bytes; scanning waits
-/// until more than that is pending.
-fn scanner_min_hold(scanner: &Scanner) -> usize {
-    scanner.max_match_len().min(crate::detect::SPACED_CAP)
 }
 
 /// Restores `<LABEL_N>` placeholders in a streamed reply, holding back a possible

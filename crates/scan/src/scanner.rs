@@ -663,9 +663,13 @@ impl Scanner {
             start = start.min(d.saturating_sub(2));
         }
         let start = start.max(window);
-        // An unfinished PEM header (`-----BEGIN RSA PRIVATE KEY-----`) starts at its dashes
-        // (a shorter run of dashes at the end is an unfinished token, held below).
-        let start = memchr::memmem::find(&b[window..start], b"-----").map_or(start, |i| window + i);
+        // An unfinished PEM header (`-----BEGIN RSA PRIVATE KEY-----`) starts at its dashes;
+        // until the space after BEGIN has arrived it is an unfinished token (held below),
+        // so a markdown rule or table (`|-----|`) holds nothing back.
+        let start = match memchr::memmem::find(&b[window..], b"-----BEGIN ") {
+            Some(i) => start.min(window + i),
+            None => start,
+        };
         // A quoted value starts after its `=` / `:`, with a key-name anchor before them
         // (the lookup of `ascii_anchors`: the same key-name bounds).
         for o in memchr::memchr2_iter(b'=', b':', &b[window..start]) {

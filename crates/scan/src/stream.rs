@@ -27,7 +27,7 @@ pub type ActionFn = Box<dyn Fn(&Finding) -> Option<Action> + Send + Sync>;
 /// Text is released only when no finding can still straddle it: the scanner's
 /// [`Scanner::safe_prefix`] keeps back whatever could still become part of a match: from
 /// the first possible start of a space-containing match among the last few hundred bytes
-/// (a digit, a key assignment, PEM dashes; all of them with keyword lists or custom
+/// (a digit, a key assignment, a key block's BEGIN line; all of it with keyword lists or custom
 /// patterns), any unfinished token (URL, key, JWT — bounded), and any finding that
 /// reaches into the held part. Detectors only look at a bounded neighbourhood, and the
 /// already-released tail is kept as look-behind context, so for any chunking the

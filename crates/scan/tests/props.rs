@@ -301,6 +301,15 @@ fn stream_holds_back_only_what_could_still_match() {
     assert!(sr.pending() >= 16, "held {}", sr.pending());
     let _ = sr.push(&" and so on".repeat(30));
     assert!(sr.pending() <= 64, "held {}", sr.pending());
+    // Dashes hold back only as the start of a key block (`-----BEGIN `), not as a
+    // markdown table rule.
+    let mut sr = StreamRedactor::new(PLAIN.clone(), actions, Pseudonymizer::new());
+    let _ = sr.push("| name | role |\n|-----------|-----------|\n| alice | admin |\n");
+    let _ = sr.push(&" and so on".repeat(8));
+    assert!(sr.pending() <= 32, "held {}", sr.pending());
+    let _ = sr.push("-----BEGIN RSA PRIVATE KEY-----\nMIIEow");
+    let _ = sr.push(&" and so on".repeat(8));
+    assert!(sr.pending() >= 80, "held {}", sr.pending());
 }
 
 /// Matches whose extent is decided by text that comes later, at every split: a quoted

@@ -131,10 +131,6 @@ fn chunked<'a>(text: &'a str, cuts: &[usize]) -> Vec<&'a str> {
     bounds.windows(2).map(|w| &text[w[0]..w[1]]).collect()
 }
 
-fn stream(text: &str, cuts: &[usize]) -> (String, Pseudonymizer) {
-    stream_with(&SCANNER, text, cuts)
-}
-
 fn stream_with(scanner: &Arc<Scanner>, text: &str, cuts: &[usize]) -> (String, Pseudonymizer) {
     let mut sr = StreamRedactor::new(scanner.clone(), actions, Pseudonymizer::new());
     let mut out = String::new();
@@ -143,6 +139,22 @@ fn stream_with(scanner: &Arc<Scanner>, text: &str, cuts: &[usize]) -> (String, P
     }
     out.push_str(&sr.finish());
     (out, sr.into_pseudonymizer())
+}
+
+/// Streamed redaction of `text` cut at `cuts` equals whole-text redaction, pseudonyms
+/// included.
+fn stream_matches_whole(
+    scanner: &Arc<Scanner>,
+    text: &str,
+    cuts: &[usize],
+) -> Result<(), TestCaseError> {
+    let res = scanner.scan(text);
+    let mut p = Pseudonymizer::new();
+    let whole = apply(text, &res.findings, actions, &mut p);
+    let (streamed, sp) = stream_with(scanner, text, cuts);
+    prop_assert_eq!(&streamed, &whole.text);
+    prop_assert_eq!(sp, p);
+    Ok(())
 }
 
 proptest! {
@@ -192,42 +204,22 @@ proptest! {
 
     #[test]
     fn stream_equals_whole(seed in any::<u64>(), parts in 1usize..70, cuts in prop::collection::vec(any::<usize>(), 0..120)) {
-        let text = mixed_text(seed, parts, true);
-        let res = SCANNER.scan(&text);
-        let mut p = Pseudonymizer::new();
-        let whole = apply(&text, &res.findings, actions, &mut p);
-        let (streamed, sp) = stream(&text, &cuts);
-        prop_assert_eq!(&streamed, &whole.text);
-        prop_assert_eq!(sp, p);
+        stream_matches_whole(&SCANNER, &mixed_text(seed, parts, true), &cuts)?;
     }
 
     #[test]
     fn stream_equals_whole_per_detector_hold(seed in any::<u64>(), parts in 1usize..70, cuts in prop::collection::vec(any::<usize>(), 0..120)) {
-        let text = mixed_text(seed, parts, true);
-        let res = PLAIN.scan(&text);
-        let mut p = Pseudonymizer::new();
-        let whole = apply(&text, &res.findings, actions, &mut p);
-        let (streamed, sp) = stream_with(&PLAIN, &text, &cuts);
-        prop_assert_eq!(&streamed, &whole.text);
-        prop_assert_eq!(sp, p);
+        stream_matches_whole(&PLAIN, &mixed_text(seed, parts, true), &cuts)?;
     }
 
     #[test]
     fn stream_equals_whole_per_detector_hold_arbitrary(s in "\\PC{0,900}", cuts in prop::collection::vec(any::<usize>(), 0..60)) {
-        let res = PLAIN.scan(&s);
-        let mut p = Pseudonymizer::new();
-        let whole = apply(&s, &res.findings, actions, &mut p);
-        let (streamed, _) = stream_with(&PLAIN, &s, &cuts);
-        prop_assert_eq!(streamed, whole.text);
+        stream_matches_whole(&PLAIN, &s, &cuts)?;
     }
 
     #[test]
     fn stream_equals_whole_arbitrary(s in "\\PC{0,900}", cuts in prop::collection::vec(any::<usize>(), 0..60)) {
-        let res = SCANNER.scan(&s);
-        let mut p = Pseudonymizer::new();
-        let whole = apply(&s, &res.findings, actions, &mut p);
-        let (streamed, _) = stream(&s, &cuts);
-        prop_assert_eq!(streamed, whole.text);
+        stream_matches_whole(&SCANNER, &s, &cuts)?;
     }
 
     #[test]

@@ -248,12 +248,7 @@ async fn three_replicas_on_one_postgres_behave_as_one_gateway() {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
-    eprintln!("revocation seen by the replicas after {refused_after:?}");
-    let slowest = refused_after.iter().max().unwrap();
-    assert!(
-        *slowest <= Duration::from_millis(1250),
-        "revocation took {slowest:?} to reach every replica"
-    );
+    reached_every_replica("revocation", &refused_after);
 
     // A policy activated through replica 1 decides on every replica within a second.
     let guard = |base: String, key: String| {
@@ -289,12 +284,46 @@ async fn three_replicas_on_one_postgres_behave_as_one_gateway() {
         }
         seen_after.push(activated_at.elapsed());
     }
-    eprintln!("policy activation seen by the replicas after {seen_after:?}");
-    let slowest = seen_after.iter().max().unwrap();
-    assert!(
-        *slowest <= Duration::from_millis(1250),
-        "activation took {slowest:?} to reach every replica"
-    );
+    reached_every_replica("policy activation", &seen_after);
+
+    // A tenant's own upstream key set through replica 0 is used by every replica (the mock
+    // takes only the platform key, so calls fail), and removed through replica 1 it is
+    // dropped by every replica: within a second, not when the key cache expires (5 s).
+    let (byok_tenant, byok_key) = (keys[2].0.clone(), keys[2].1.clone());
+    for b in &bases {
+        assert_eq!(call(&http, b, &byok_key).await.0, 200);
+    }
+    let path = format!("/admin/v1/tenants/{byok_tenant}/upstream-key");
+    let upstream_key = |method: reqwest::Method, base: &str| {
+        http.request(method, format!("{base}{path}"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"api_key": "sk-ant-the-tenants-own-key"}))
+            .send()
+    };
+    for (method, base, want_ok) in [
+        (reqwest::Method::PUT, &bases[0], false),
+        (reqwest::Method::DELETE, &bases[1], true),
+    ] {
+        let changed_at = Instant::now();
+        let r = upstream_key(method.clone(), base).await.unwrap();
+        assert!(
+            r.status().is_success(),
+            "{method} upstream key: {}",
+            r.status()
+        );
+        let mut seen_after = Vec::new();
+        for b in &bases {
+            while (call(&http, b, &byok_key).await.0 == 200) != want_ok {
+                assert!(
+                    changed_at.elapsed() < Duration::from_secs(5),
+                    "replica {b} did not see the upstream key {method}"
+                );
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            seen_after.push(changed_at.elapsed());
+        }
+        reached_every_replica(&format!("upstream key {method}"), &seen_after);
+    }
 
     // SIGKILL one replica mid-load; every receipt id a client received must be stored.
     let received = Arc::new(Mutex::new(HashSet::new()));
@@ -365,6 +394,17 @@ async fn three_replicas_on_one_postgres_behave_as_one_gateway() {
     }
     drop(store);
     db.drop_db().await;
+}
+
+/// A change made through one replica took effect on every replica within a second and a
+/// quarter (pushed by the change feed; the caches' TTLs are longer).
+fn reached_every_replica(what: &str, seen_after: &[Duration]) {
+    eprintln!("{what} seen by the replicas after {seen_after:?}");
+    let slowest = seen_after.iter().max().unwrap();
+    assert!(
+        *slowest <= Duration::from_millis(1250),
+        "{what} took {slowest:?} to reach every replica"
+    );
 }
 
 async fn put_policy(http: &reqwest::Client, base: &str, tenant: &str, yaml: &str) {

@@ -101,6 +101,11 @@ impl TenantKeys {
     pub async fn forget(&self, tenant_id: &str) {
         self.cache.invalidate(tenant_id).await;
     }
+
+    /// Drops every cached tenant secret (a change feed message that names no tenant).
+    pub fn forget_all(&self) {
+        self.cache.invalidate_all();
+    }
 }
 
 pub struct OutputHasher {

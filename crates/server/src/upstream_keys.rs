@@ -78,6 +78,11 @@ impl UpstreamKeys {
     pub async fn forget(&self, tenant_id: &str) {
         self.cache.invalidate(tenant_id).await;
     }
+
+    /// Drops every cached key (a change feed message that names no tenant).
+    pub fn forget_all(&self) {
+        self.cache.invalidate_all();
+    }
 }
 
 fn unreadable() -> ApiError {

@@ -709,6 +709,20 @@ async fn change_feed_reports_writes_by_other_processes(b: Backend) {
         .unwrap();
     other.activate_policy("@platform", "p1").await.unwrap();
     assert_eq!(next(&mut rx).await, change("active_policies", "@platform"));
+    // Data keys and tenants' own upstream keys: a replica must not keep either cached.
+    other.put_tenant_data_key("a", "wrapped").await.unwrap();
+    assert_eq!(next(&mut rx).await, change("tenant_keys", "a"));
+    let up = UpstreamKeyRecord {
+        tenant_id: "a".into(),
+        sealed: "{}".into(),
+        last4: "abcd".into(),
+        created_at: 1,
+        updated_at: 1,
+    };
+    other.put_upstream_key(&up).await.unwrap();
+    assert_eq!(next(&mut rx).await, change("tenant_upstream_keys", "a"));
+    assert!(other.delete_upstream_key("a").await.unwrap());
+    assert_eq!(next(&mut rx).await, change("tenant_upstream_keys", "a"));
     assert!(rx.try_recv().is_err(), "nothing else was reported");
 }
 

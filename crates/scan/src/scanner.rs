@@ -672,7 +672,7 @@ impl Scanner {
         };
         // A quoted value starts after its `=` / `:`, with a key-name anchor before them
         // (the lookup of `ascii_anchors`: the same key-name bounds).
-        for o in memchr::memchr2_iter(b'=', b':', &b[window..start]) {
+        for o in self.assign_ops(&b[window..start]) {
             let o = window + o;
             if let Some((from, ir)) = key_before(b, o) {
                 let key = b[from..ir].to_ascii_lowercase();

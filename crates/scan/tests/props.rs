@@ -238,50 +238,45 @@ proptest! {
     }
 }
 
-#[test]
-fn stream_holds_back_little_for_prose() {
-    let text = common::prose(20_000);
-    let mut sr = StreamRedactor::new(SCANNER.clone(), actions, Pseudonymizer::new());
-    let mut max_pending = 0;
-    for c in text.as_bytes().chunks(16) {
-        let _ = sr.push(std::str::from_utf8(c).unwrap());
-        max_pending = max_pending.max(sr.pending());
-    }
-    assert!(max_pending <= 480, "held back {max_pending} bytes");
-}
-
-/// Time to first token: in 4-byte deltas (a token each), the first prose text comes
-/// out once the 320-byte window is exceeded, not a rescan batch (128 bytes) later.
-#[test]
-fn stream_releases_the_first_text_as_soon_as_the_window_allows() {
-    let text = common::prose(4_000);
-    let mut sr = StreamRedactor::new(SCANNER.clone(), actions, Pseudonymizer::new());
-    let mut pushed = 0;
-    for c in text.as_bytes().chunks(4) {
-        pushed += c.len();
-        if !sr.push(std::str::from_utf8(c).unwrap()).is_empty() {
-            break;
-        }
-    }
-    assert!(pushed <= 320 + 64, "first text after {pushed} bytes");
-}
-
-/// With the built-in detectors, prose without digits, key assignments or PEM dashes is
-/// held back only to its last unfinished word: in 4-byte deltas the first text leaves
-/// within the first rescan steps, and a reader never waits for more than a word plus a
-/// rescan batch.
-#[test]
-fn stream_holds_back_only_what_could_still_match() {
-    let text = "Sure, here is an overview of how the gateway treats a streamed answer. ".repeat(40);
-    let mut sr = StreamRedactor::new(PLAIN.clone(), actions, Pseudonymizer::new());
+/// Streams `text` in `delta`-byte pieces: after how many bytes the first text came out
+/// (None: only at the end), and the most that was ever held back.
+fn release_profile(scanner: &Arc<Scanner>, text: &str, delta: usize) -> (Option<usize>, usize) {
+    let mut sr = StreamRedactor::new(scanner.clone(), actions, Pseudonymizer::new());
     let (mut pushed, mut first, mut max_pending) = (0, None, 0);
-    for c in text.as_bytes().chunks(4) {
+    for c in text.as_bytes().chunks(delta) {
         pushed += c.len();
         if !sr.push(std::str::from_utf8(c).unwrap()).is_empty() && first.is_none() {
             first = Some(pushed);
         }
         max_pending = max_pending.max(sr.pending());
     }
+    (first, max_pending)
+}
+
+#[test]
+fn stream_holds_back_little_for_prose() {
+    let (_, max_pending) = release_profile(&SCANNER, &common::prose(20_000), 16);
+    assert!(max_pending <= 480, "held back {max_pending} bytes");
+}
+
+/// Time to first token with a keyword list (which holds the whole 320-byte window): in
+/// 4-byte deltas (a token each), the first prose text comes out once the window is
+/// exceeded, not a rescan batch later.
+#[test]
+fn stream_releases_the_first_text_as_soon_as_the_window_allows() {
+    let (first, _) = release_profile(&SCANNER, &common::prose(4_000), 4);
+    let pushed = first.unwrap();
+    assert!(pushed <= 320 + 64, "first text after {pushed} bytes");
+}
+
+/// With the built-in detectors, prose without digits, key assignments or a key block's
+/// BEGIN line is held back only to its last unfinished word: in 4-byte deltas the first
+/// text leaves within the first rescan steps, and a reader never waits for more than a
+/// word plus a rescan batch.
+#[test]
+fn stream_holds_back_only_what_could_still_match() {
+    let text = "Sure, here is an overview of how the gateway treats a streamed answer. ".repeat(40);
+    let (first, max_pending) = release_profile(&PLAIN, &text, 4);
     let first = first.unwrap();
     assert!(first <= 12, "first text after {first} bytes");
     assert!(max_pending <= 64, "held back {max_pending} bytes");
@@ -305,9 +300,10 @@ fn stream_holds_back_only_what_could_still_match() {
 }
 
 /// Matches whose extent is decided by text that comes later, at every split: a quoted
-/// credential with quotes and brackets inside (held from its `=` / `:`), a private key block with blank lines
-/// and its END line (held while it can still grow), a spaced IBAN (held from its first
-/// digits), each with plain prose after it so that the hold-back is short again.
+/// credential with quotes and brackets inside (held from its `=` / `:`), a private key
+/// block with blank lines and its END line (held while it can still grow), spaced IBANs
+/// (held from their first digits), each with plain prose after it so that the hold-back
+/// is short again.
 #[test]
 fn late_deciding_matches_stream_like_whole_at_every_split() {
     // Base64 lines without digits, so no digit holds the block back.
